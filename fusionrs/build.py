@@ -1,0 +1,436 @@
+"""The dataset build: where the stages are wired into Ray Data.
+
+    pass 1 (Ray Data, per source unit):  read → decode/validate → clean captions → hash
+    driver (ids and hashes only):        dedup → joint groups → split → IR-caption subset
+    pass 2 (Ray Data, per part):         translate (actor pool) → caption (actor pool) → write
+
+The shard ("part") is the unit of work, as in img2dataset: every stage reads a part's inputs
+from storage and writes one file named by the part and the stage's fingerprint, atomically.
+So output names are deterministic, a retried task rewrites the same file, and a rerun skips
+parts whose stage output already exists. Only small per-part stats rows travel through Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from . import __version__
+from .caption.ir_filter import ir_caption_status
+from .clean import CaptionCleaner
+from .config import BuildConfig, stable_hash, to_yaml
+from .dedup import group_samples
+from .ingest import ingest_unit
+from .readers import WorkUnit, plan_units
+from .report import write_reports
+from .split import assign_splits, cross_split_groups, select_subset
+from .stages import IR_NOT_SELECTED, IR_OK, make_captioner, make_translator
+from .storage import Storage, join
+
+log = logging.getLogger("fusionrs.build")
+
+# Bump when a stage's code changes what it writes: part of that stage's fingerprint.
+INGEST_CODE_VERSION = "ingest-1"
+WRITE_CODE_VERSION = "write-1"
+
+
+# ---------------------------------------------------------------------------------------
+# Fingerprints: what determines each stage's output.
+
+
+def ingest_fingerprint(cfg: BuildConfig) -> str:
+    return stable_hash({"code": INGEST_CODE_VERSION, "ingest": dataclasses.asdict(cfg.ingest),
+                        "clean": dataclasses.asdict(cfg.clean),
+                        "sources": [dataclasses.asdict(s) for s in cfg.sources]})
+
+
+def translate_fingerprint(cfg: BuildConfig, ingest_fp: str) -> str:
+    return stable_hash({"ingest": ingest_fp, "translator": make_translator(cfg).identity()})
+
+
+def caption_fingerprint(cfg: BuildConfig, translate_fp: str) -> str:
+    return stable_hash({"ir": translate_fp, "captioner": make_captioner(cfg).identity()})
+
+
+@dataclasses.dataclass
+class Layout:
+    """Where everything goes under the output URI."""
+
+    output: str
+
+    def ingest(self, fp: str, part: str = "") -> str:
+        return join(self.output, "_stage", "ingest", fp, f"{part}.parquet" if part else "")
+
+    def ir(self, fp: str, part: str) -> str:
+        return join(self.output, "_stage", "ir", fp, f"{part}.parquet")
+
+    def caption(self, fp: str, part: str, selection: str) -> str:
+        return join(self.output, "_stage", "caption", fp, f"{part}-{selection}.parquet")
+
+    def triplets(self, part: str = "") -> str:
+        return join(self.output, "triplets", f"{part}.parquet" if part else "")
+
+    def rejects(self, part: str = "") -> str:
+        return join(self.output, "rejects", f"{part}.parquet" if part else "")
+
+    def file(self, name: str) -> str:
+        return join(self.output, name)
+
+
+# ---------------------------------------------------------------------------------------
+# Stage callables over one unit / part (batch_size=1 in Ray Data). Plain functions and
+# classes, also run directly by tests and the benchmark.
+
+
+_CLEANERS: dict[str, CaptionCleaner] = {}
+
+
+def run_ingest_unit(unit_row: dict, cfg: BuildConfig, storage: Storage, fp: str) -> dict:
+    """Pass 1: one source unit → one or more ingest parts (each ≤ records_per_unit rows)."""
+    unit = WorkUnit.from_row(unit_row)
+    layout = Layout(cfg.output)
+    done_marker = layout.ingest(fp, f"{unit.unit_id}.done")
+    if storage.exists(done_marker):
+        parts = json.loads(storage.read_bytes(done_marker))
+        return {"unit_id": unit.unit_id, "parts": json.dumps(parts), "skipped": True, "rows": sum(p["rows"] for p in parts)}
+    # One cleaner per worker process and clean config: the language model loads once.
+    cleaner = _CLEANERS.setdefault(stable_hash(dataclasses.asdict(cfg.clean)), CaptionCleaner(cfg.clean))
+    table = ingest_unit(unit, cfg, storage, cleaner)
+    size = cfg.ingest.records_per_unit
+    parts = []
+    n_parts = max(1, -(-table.num_rows // size))
+    for k in range(n_parts):
+        part_id = unit.unit_id if n_parts == 1 and unit.format != "rs5m_wds" else f"{unit.unit_id}-p{k:03d}"
+        storage.write_parquet(layout.ingest(fp, part_id), table.slice(k * size, size))
+        parts.append({"part": part_id, "rows": min(size, table.num_rows - k * size)})
+    # The marker is written last: a unit without it is redone whole on the next run.
+    storage.write_text(done_marker, json.dumps(parts))
+    return {"unit_id": unit.unit_id, "parts": json.dumps(parts), "skipped": False, "rows": table.num_rows}
+
+
+class TranslatePart:
+    """Pass 2a: translate every usable row of a part. Model loaded once per actor."""
+
+    def __init__(self, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str):
+        self.cfg, self.storage = cfg, storage
+        self.ingest_fp, self.fp = ingest_fp, translate_fp
+        self.translator = make_translator(cfg)
+        self.layout = Layout(cfg.output)
+
+    def __call__(self, batch: dict) -> dict:
+        return _per_row(batch, self.one)
+
+    def one(self, row: dict) -> dict:
+        part = row["part"]
+        out_uri = self.layout.ir(self.fp, part)
+        if self.storage.exists(out_uri):
+            return {**row, "translate_skipped": True, "translate_s": 0.0}
+        t0 = time.perf_counter()
+        ing = self.storage.read_parquet(self.layout.ingest(self.ingest_fp, part),
+                                        columns=["sample_id", "rgb_jpeg", "reject_reason"])
+        ok = ing.filter(pads.field("reject_reason").is_null())
+        ids, jpegs, statuses = [], [], []
+        bs = self.cfg.translate.batch_size
+        for s in range(0, ok.num_rows, bs):
+            sub = ok.slice(s, bs)
+            res = self.translator({"sample_id": sub.column("sample_id").to_pylist(),
+                                   "rgb_jpeg": sub.column("rgb_jpeg").to_pylist()})
+            ids += res["sample_id"]
+            jpegs += res["ir_jpeg"]
+            statuses += res["ir_status"]
+        self.storage.write_parquet(out_uri, pa.table({"sample_id": pa.array(ids, pa.string()),
+                                                      "ir_jpeg": pa.array(jpegs, pa.binary()),
+                                                      "ir_status": pa.array(statuses, pa.string())}))
+        return {**row, "translate_skipped": False, "translate_s": time.perf_counter() - t0}
+
+
+class CaptionPart:
+    """Pass 2b: IR-aware captions for the part's selected rows whose translation succeeded."""
+
+    def __init__(self, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str, caption_fp: str):
+        self.cfg, self.storage = cfg, storage
+        self.ingest_fp, self.translate_fp, self.fp = ingest_fp, translate_fp, caption_fp
+        self.captioner = make_captioner(cfg)
+        self.layout = Layout(cfg.output)
+
+    def __call__(self, batch: dict) -> dict:
+        return _per_row(batch, self.one)
+
+    def one(self, row: dict) -> dict:
+        part = row["part"]
+        assign = json.loads(row["assign"])
+        selected = sorted(sid for sid, a in assign.items() if a["iraware"])
+        out_uri = self.layout.caption(self.fp, part, stable_hash(selected, 12))
+        if not selected or self.storage.exists(out_uri):
+            return {**row, "caption_uri": out_uri if selected else "", "caption_skipped": bool(selected), "caption_s": 0.0}
+        t0 = time.perf_counter()
+        ing = self.storage.read_parquet(self.layout.ingest(self.ingest_fp, part), columns=["sample_id", "caption"])
+        ir = self.storage.read_parquet(self.layout.ir(self.translate_fp, part))
+        cap = dict(zip(ing.column("sample_id").to_pylist(), ing.column("caption").to_pylist()))
+        sel = set(selected)
+        rows = [(sid, jp) for sid, jp, st in zip(ir.column("sample_id").to_pylist(), ir.column("ir_jpeg").to_pylist(),
+                                                 ir.column("ir_status").to_pylist()) if sid in sel and st == IR_OK]
+        out: dict[str, list] = {"sample_id": [], "ir_aware_caption": [], "ir_caption_raw_status": [], "ir_caption_cost_usd": []}
+        bs = 16
+        for s in range(0, len(rows), bs):
+            chunk = rows[s:s + bs]
+            res = self.captioner({"sample_id": [r[0] for r in chunk], "ir_jpeg": [r[1] for r in chunk],
+                                  "caption": [cap[r[0]] for r in chunk]})
+            for k in out:
+                out[k] += list(res[k])
+        self.storage.write_parquet(out_uri, pa.table({
+            "sample_id": pa.array(out["sample_id"], pa.string()),
+            "ir_aware_caption": pa.array(out["ir_aware_caption"], pa.string()),
+            "ir_caption_raw_status": pa.array(out["ir_caption_raw_status"], pa.string()),
+            "ir_caption_cost_usd": pa.array(out["ir_caption_cost_usd"], pa.float64())}))
+        return {**row, "caption_uri": out_uri, "caption_skipped": False, "caption_s": time.perf_counter() - t0}
+
+
+def run_write_part(row: dict, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str) -> dict:
+    """Pass 2c: join a part's ingest rows, assignment, IR and captions; write triplets and rejects."""
+    layout = Layout(cfg.output)
+    part = row["part"]
+    assign = json.loads(row["assign"])
+    ing = storage.read_parquet(layout.ingest(ingest_fp, part)).to_pylist()
+    ir = {r["sample_id"]: r for r in storage.read_parquet(layout.ir(translate_fp, part)).to_pylist()}
+    caps = ({r["sample_id"]: r for r in storage.read_parquet(row["caption_uri"]).to_pylist()}
+            if row.get("caption_uri") else {})
+    triplets, rejects = [], []
+    for r in ing:
+        sid = r["sample_id"]
+        a = assign.get(sid)
+        if r["reject_reason"] is None and a is None:
+            # Usable at ingest but absent from the assignment: a duplicate sample_id that the
+            # split gave to another row. Reject, never drop.
+            r = {**r, "reject_reason": "duplicate_sample_id", "reject_detail": None}
+        if r["reject_reason"] is not None:
+            rejects.append(_reject_row(r, "ingest"))
+            continue
+        t = ir.get(sid)
+        if t is None or t["ir_status"] != IR_OK:
+            rejects.append(_reject_row({**r, "reject_reason": (t or {}).get("ir_status") or "ir_missing",
+                                        "reject_detail": None}, "translate"))
+            continue
+        c = caps.get(sid)
+        if not a["iraware"]:
+            ir_cap, ir_status, cost = None, IR_NOT_SELECTED, 0.0
+        elif c is None:
+            ir_cap, ir_status, cost = None, "failed:not_captioned", 0.0
+        elif c["ir_caption_raw_status"] != "ok":
+            ir_cap, ir_status, cost = None, c["ir_caption_raw_status"], c["ir_caption_cost_usd"]
+        else:
+            ir_status = ir_caption_status(c["ir_aware_caption"], r["caption"], cfg.ir_filter)
+            ir_cap, cost = c["ir_aware_caption"], c["ir_caption_cost_usd"]
+        triplets.append({
+            "sample_id": sid, "source": r["source"], "source_record_id": r["source_record_id"],
+            "source_locator": r["source_locator"], "split": a["split"], "group_id": a["group"],
+            "group_size": a["group_size"], "is_eval_representative": a["eval_rep"],
+            "class_name": r["class_name"], "caption": r["caption"], "captions": r["captions"],
+            "caption_status": r["caption_status"], "normalized_caption_key": r["caption_key"],
+            "rgb_jpeg": r["rgb_jpeg"], "rgb_sha256": r["rgb_sha256"], "rgb_phash": r["rgb_phash"],
+            "image_note": r["image_note"], "ir_jpeg": t["ir_jpeg"], "ir_status": t["ir_status"],
+            "ir_aware_caption": ir_cap, "ir_caption_status": ir_status, "ir_caption_cost_usd": cost,
+        })
+    if triplets:
+        storage.write_parquet(layout.triplets(part), pa.Table.from_pylist(triplets, schema=TRIPLET_SCHEMA))
+    if rejects:
+        storage.write_parquet(layout.rejects(part), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+    return {"part": part, "triplets": len(triplets), "rejects": len(rejects)}
+
+
+TRIPLET_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("source", pa.string()), ("source_record_id", pa.string()),
+    ("source_locator", pa.string()), ("split", pa.string()), ("group_id", pa.string()),
+    ("group_size", pa.int64()), ("is_eval_representative", pa.bool_()), ("class_name", pa.string()),
+    ("caption", pa.string()), ("captions", pa.list_(pa.string())), ("caption_status", pa.string()),
+    ("normalized_caption_key", pa.string()), ("rgb_jpeg", pa.binary()), ("rgb_sha256", pa.string()),
+    ("rgb_phash", pa.string()), ("image_note", pa.string()), ("ir_jpeg", pa.binary()),
+    ("ir_status", pa.string()), ("ir_aware_caption", pa.string()), ("ir_caption_status", pa.string()),
+    ("ir_caption_cost_usd", pa.float64()),
+])
+
+REJECT_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("source", pa.string()), ("source_record_id", pa.string()),
+    ("source_locator", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+    ("detail", pa.string()), ("caption_status", pa.string()), ("raw_captions", pa.list_(pa.string())),
+])
+
+
+def _reject_row(r: dict, stage: str) -> dict:
+    return {"sample_id": r["sample_id"], "source": r["source"], "source_record_id": r["source_record_id"],
+            "source_locator": r["source_locator"], "stage": stage, "reason": r["reject_reason"],
+            "detail": r.get("reject_detail"), "caption_status": r.get("caption_status"),
+            "raw_captions": r.get("raw_captions") or []}
+
+
+def _per_row(batch: dict, fn) -> dict:
+    keys = list(batch)
+    n = len(batch[keys[0]])
+    rows = [fn({k: _py(batch[k][i]) for k in keys}) for i in range(n)]
+    return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# ---------------------------------------------------------------------------------------
+# Driver.
+
+
+def plan_and_assign(cfg: BuildConfig, storage: Storage, ingest_fp: str, parts: list[str]) -> tuple[dict, dict]:
+    """Read ids and hashes of all ingest parts; group, split, select. Returns per-part assignments."""
+    layout = Layout(cfg.output)
+    cols = ["sample_id", "source", "rgb_phash", "rgb_sha256", "caption_key", "reject_reason"]
+    fs, _ = storage.resolve(cfg.output)
+    paths = [storage.resolve(layout.ingest(ingest_fp, p))[1] for p in parts]
+    table = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=cols)
+    part_of = np.repeat(np.arange(len(parts)), [pads.dataset(p, filesystem=fs, format="parquet").count_rows() for p in paths])
+    ok_mask = np.asarray(table.column("reject_reason").is_null())
+    t = table.filter(pa.array(ok_mask))
+    part_ok = part_of[ok_mask]
+    sids = t.column("sample_id").to_pylist()
+    # A sample_id seen twice (the same record listed twice in a source) keeps its first row.
+    first: dict[str, int] = {}
+    keep = [first.setdefault(s, i) == i for i, s in enumerate(sids)]
+    if not all(keep):
+        idx = [i for i, k in enumerate(keep) if k]
+        t, part_ok, sids = t.take(idx), part_ok[idx], [sids[i] for i in idx]
+    sources = t.column("source").to_pylist()
+    grouping = group_samples(sids, t.column("rgb_phash").to_pylist(), t.column("rgb_sha256").to_pylist(),
+                             t.column("caption_key").to_pylist(), cfg.dedup.near_radius, cfg.dedup.caption_groups)
+    split = assign_splits(sids, sources, grouping.group_id, cfg.split)
+    crossing = cross_split_groups(grouping.group_id, split.split)
+    if crossing:  # cannot happen by construction; refuse to write a leaky split
+        raise RuntimeError(f"{crossing} groups cross splits")
+    chosen = select_subset(sids, sources, split.split, cfg.subset)
+    per_part: dict[str, dict] = {p: {} for p in parts}
+    for i, sid in enumerate(sids):
+        per_part[parts[part_ok[i]]][sid] = {
+            "split": split.split[i], "group": grouping.group_id[i], "group_size": int(grouping.group_size[i]),
+            "eval_rep": bool(split.is_eval_representative[i]), "iraware": bool(chosen[i])}
+    summary = {"dedup": grouping.stats, "split_targets": split.targets, "split_achieved": split.achieved,
+               "cross_split_groups": crossing, "duplicate_sample_ids": len(keep) - sum(keep),
+               "iraware_selected": int(sum(chosen))}
+    return per_part, summary
+
+
+def init_ray(cfg: BuildConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if cfg.ray.address:
+        kwargs = {"address": cfg.ray.address}
+    elif cfg.ray.num_cpus:
+        kwargs["num_cpus"] = cfg.ray.num_cpus
+    ray.init(**kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = 0  # never drop a block silently: per-row errors are reject rows
+    ctx.enable_progress_bars = True
+
+
+def build(cfg: BuildConfig) -> dict:
+    """Run the whole build; returns the manifest (also written to OUTPUT/manifest.json)."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    t_start = time.time()
+    storage = Storage.from_config(cfg.storage)
+    layout = Layout(cfg.output)
+    init_ray(cfg)
+    ingest_fp = ingest_fingerprint(cfg)
+    translate_fp = translate_fingerprint(cfg, ingest_fp)
+    caption_fp = caption_fingerprint(cfg, translate_fp)
+    timings: dict[str, float] = {}
+
+    # ---- pass 1: ingest -------------------------------------------------------------
+    t0 = time.time()
+    units = [u for src in cfg.sources for u in plan_units(src, storage, cfg.ingest.records_per_unit)]
+    log.info("planned %d work units over %d sources", len(units), len(cfg.sources))
+    ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=max(1, len(units)))
+    ds = ds.map_batches(lambda b: _per_row(b, lambda r: run_ingest_unit(r, cfg, storage, ingest_fp)),
+                        batch_size=1, num_cpus=cfg.ray.ingest_num_cpus)
+    unit_stats = ds.take_all()
+    parts = [p["part"] for u in sorted(unit_stats, key=lambda u: u["unit_id"]) for p in json.loads(u["parts"])]
+    timings["ingest_s"] = time.time() - t0
+
+    # ---- driver: dedup, groups, split, subset ------------------------------------------
+    t0 = time.time()
+    per_part, plan_summary = plan_and_assign(cfg, storage, ingest_fp, parts)
+    timings["plan_s"] = time.time() - t0
+
+    # ---- pass 2: translate → caption → write ---------------------------------------------
+    t0 = time.time()
+    items = [{"part": p, "assign": json.dumps(per_part[p])} for p in parts]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    tc = cfg.translate
+    ds = ds.map_batches(TranslatePart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, ingest_fp=ingest_fp,
+                                                                  translate_fp=translate_fp),
+                        batch_size=1, compute=ActorPoolStrategy(min_size=tc.min_actors, max_size=tc.max_actors),
+                        num_cpus=tc.num_cpus, num_gpus=tc.num_gpus or None)
+    cc = cfg.caption
+    ds = ds.map_batches(CaptionPart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, ingest_fp=ingest_fp,
+                                                                translate_fp=translate_fp, caption_fp=caption_fp),
+                        batch_size=1, compute=ActorPoolStrategy(min_size=cc.min_actors, max_size=cc.max_actors),
+                        num_cpus=cc.num_cpus)
+    ds = ds.map_batches(lambda b: _per_row(b, lambda r: {**run_write_part(r, cfg, storage, ingest_fp, translate_fp),
+                                                         "translate_skipped": r["translate_skipped"],
+                                                         "caption_skipped": r["caption_skipped"]}),
+                        batch_size=1, num_cpus=cfg.ray.write_num_cpus)
+    part_stats = ds.take_all()
+    timings["translate_caption_write_s"] = time.time() - t0
+
+    # Parts written by an earlier build with other settings must not linger in the output.
+    expected = {layout.triplets(s["part"]) for s in part_stats if s["triplets"]}
+    expected |= {layout.rejects(s["part"]) for s in part_stats if s["rejects"]}
+    for d in (layout.triplets(), layout.rejects()):
+        for uri in storage.list_files(d, "*.parquet"):
+            if uri not in expected:
+                storage.delete(uri)
+
+    timings["total_s"] = time.time() - t_start
+    identity = {"translator": make_translator(cfg).identity(), "captioner": make_captioner(cfg).identity()}
+    manifest = {
+        "fusionrs_version": __version__,
+        "config_fingerprint": cfg.fingerprint(),
+        "stage_fingerprints": {"ingest": ingest_fp, "translate": translate_fp, "caption": caption_fp},
+        **identity,
+        "packages": package_versions(),
+        "units": len(units), "parts": len(parts),
+        "work": {"ingest_units_skipped": sum(bool(u["skipped"]) for u in unit_stats),
+                 "translate_parts_skipped": sum(bool(s["translate_skipped"]) for s in part_stats),
+                 "caption_parts_skipped": sum(bool(s["caption_skipped"]) for s in part_stats)},
+        "plan": plan_summary,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "created_unix": int(t_start),
+    }
+    storage.write_text(layout.file("config.yaml"), to_yaml(cfg))
+    manifest.update(write_reports(cfg, storage, layout, manifest))
+    storage.write_text(layout.file("manifest.json"), json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for p in ("ray", "pyarrow", "pillow", "numpy", "scipy", "py3langid", "torch", "diffusers", "transformers"):
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def counts(values) -> dict:
+    return dict(sorted(Counter(values).items()))

@@ -1,0 +1,373 @@
+"""Typed build configuration: dataclasses filled from YAML, overridden by `key=value`.
+
+YAML only fills these dataclasses; every key is checked against them, so a typo such as
+`split.sed=3` fails with a message naming the key and the keys that would have been valid.
+The resolved config (secrets never live here: API keys are read from the environment by
+name) and its fingerprint are written beside every run's outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, always naming the offending key."""
+
+
+SOURCE_FORMATS = ("rs5m_wds", "skyscript_csv", "nwpu", "karpathy_json")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(kw_only=True)
+class SourceConfig:
+    """One input collection. `root` is a URI (local path or s3://bucket/prefix)."""
+
+    name: str  # free text, e.g. RSICD, Sydney; also the prefix of sample_ids
+    format: str  # one of SOURCE_FORMATS
+    root: str
+    annotations: str = ""  # karpathy_json / nwpu: the JSON file; skyscript_csv: the CSV
+    shards: str = "*.tar"  # rs5m_wds: glob of tar files under root
+    images_dir: str = ""  # nwpu: folder of class folders under root ("" = root itself)
+
+    def validate(self, where: str) -> None:
+        if self.format not in SOURCE_FORMATS:
+            raise ConfigError(f"{where}.format: {self.format!r} is not one of {', '.join(SOURCE_FORMATS)}")
+        if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
+            raise ConfigError(f"{where}.name: {self.name!r} must be non-empty letters, digits, '-' or '_'")
+        if self.format in ("karpathy_json", "nwpu", "skyscript_csv") and not self.annotations:
+            raise ConfigError(f"{where}.annotations: required for format {self.format}")
+
+
+@dataclass(kw_only=True)
+class StorageConfig:
+    s3_endpoint: str = ""  # empty: AWS_ENDPOINT_URL from the environment, else AWS itself
+    s3_region: str = "us-east-1"
+
+
+@dataclass(kw_only=True)
+class IngestConfig:
+    records_per_unit: int = 256  # the shard: unit of work, of retry and of output files
+    max_pixels: int = 40_000_000  # larger images are rejected before decoding (bombs)
+    min_side: int = 32
+    max_side: int = 1024  # stored RGB is downscaled to this longest side
+    jpeg_quality: int = 95
+    grayscale: str = "reject"  # reject | convert: a grayscale source is not an RGB image
+    max_transparent_fraction: float = 0.01  # PNG alpha: more transparency than this is a reject
+
+    def validate(self, where: str) -> None:
+        _positive(where, records_per_unit=self.records_per_unit, max_pixels=self.max_pixels,
+                  min_side=self.min_side, max_side=self.max_side)
+        _choice(f"{where}.grayscale", self.grayscale, ("reject", "convert"))
+        _range(f"{where}.jpeg_quality", self.jpeg_quality, 50, 100)
+        _range(f"{where}.max_transparent_fraction", self.max_transparent_fraction, 0.0, 1.0)
+
+
+@dataclass(kw_only=True)
+class CleanConfig:
+    min_words: int = 4
+    max_words: int = 60
+    min_content_words: int = 1  # nouns from the scene/object lexicon
+    rs5m_min_words: int = 6  # RS5M captions are web alt-text: demand more
+    language_min_prob: float = 0.9  # langid confidence needed to call a caption non-English
+    fallback_template: str = "an aerial image of a {class_name}"
+
+    def validate(self, where: str) -> None:
+        _positive(where, min_words=self.min_words, max_words=self.max_words)
+        if self.min_words > self.max_words:
+            raise ConfigError(f"{where}.min_words ({self.min_words}) exceeds {where}.max_words ({self.max_words})")
+        if "{class_name}" not in self.fallback_template:
+            raise ConfigError(f"{where}.fallback_template must contain {{class_name}}")
+
+
+@dataclass(kw_only=True)
+class DedupConfig:
+    near_radius: int = 4  # pHash64 Hamming distance, inclusive
+    caption_groups: bool = True  # union samples whose normalized captions are equal
+
+    def validate(self, where: str) -> None:
+        _range(f"{where}.near_radius", self.near_radius, 0, 12)
+
+
+@dataclass(kw_only=True)
+class SplitConfig:
+    """Per-source targets as counts (`counts: {RS5M: {train: .., val: .., test: ..}}`) or fractions."""
+
+    seed: int = 0
+    fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "val": 0.05, "test": 0.05})
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    scale_counts: bool = True  # counts larger than a source's usable rows are scaled down pro rata
+    min_heldout_per_source: int = 1
+
+    def validate(self, where: str) -> None:
+        if set(self.fractions) != set(SPLITS):
+            raise ConfigError(f"{where}.fractions must have exactly the keys {SPLITS}, got {sorted(self.fractions)}")
+        if any(v < 0 for v in self.fractions.values()) or abs(sum(self.fractions.values()) - 1) > 1e-6:
+            raise ConfigError(f"{where}.fractions must be non-negative and sum to 1, got {self.fractions}")
+        for src, c in self.counts.items():
+            if set(c) != set(SPLITS) or any((not isinstance(v, int)) or v < 0 for v in c.values()):
+                raise ConfigError(f"{where}.counts.{src} must map {SPLITS} to non-negative integers, got {c}")
+        _range(f"{where}.min_heldout_per_source", self.min_heldout_per_source, 0, 10**9)
+
+
+@dataclass(kw_only=True)
+class SubsetConfig:
+    """Which samples get IR-aware captions: per-source counts (paper Table 3) or per-split fractions."""
+
+    seed: int = 0
+    fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.1, "val": 0.1, "test": 1.0})
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        if set(self.fractions) != set(SPLITS) or any(not 0 <= v <= 1 for v in self.fractions.values()):
+            raise ConfigError(f"{where}.fractions must map {SPLITS} to values in [0, 1], got {self.fractions}")
+        for src, c in self.counts.items():
+            if set(c) != set(SPLITS):
+                raise ConfigError(f"{where}.counts.{src} must have exactly the keys {SPLITS}")
+
+
+@dataclass(kw_only=True)
+class TranslateConfig:
+    backend: str = "pseudo_ir"  # pseudo_ir (CPU, deterministic) | diffv2ir (GPU)
+    resolution: int = 512
+    jpeg_quality: int = 95
+    batch_size: int = 16
+    seed: int = 1234
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    min_actors: int = 1
+    max_actors: int = 1
+
+    def validate(self, where: str) -> None:
+        _choice(f"{where}.backend", self.backend, ("pseudo_ir", "diffv2ir"))
+        _range(f"{where}.resolution", self.resolution, 32, 4096)
+        _positive(where, batch_size=self.batch_size, min_actors=self.min_actors, max_actors=self.max_actors)
+        if self.min_actors > self.max_actors:
+            raise ConfigError(f"{where}.min_actors ({self.min_actors}) exceeds {where}.max_actors ({self.max_actors})")
+
+
+@dataclass(kw_only=True)
+class CaptionConfig:
+    backend: str = "cues"  # cues (offline, measured IR cues) | openai (OpenAI-compatible API)
+    num_cpus: float = 0.25  # captioners are light or I/O-bound
+    min_actors: int = 1
+    max_actors: int = 1
+
+    def validate(self, where: str) -> None:
+        _choice(f"{where}.backend", self.backend, ("cues", "openai"))
+        _positive(where, min_actors=self.min_actors, max_actors=self.max_actors)
+
+
+@dataclass(kw_only=True)
+class IRFilterConfig:
+    min_words: int = 8
+    max_words: int = 80
+    min_cue_terms: int = 2  # distinct IR-cue lexicon terms needed
+    max_overlap_without_cues: float = 0.8  # token Jaccard with the original caption
+
+    def validate(self, where: str) -> None:
+        _positive(where, min_words=self.min_words, max_words=self.max_words)
+        _range(f"{where}.max_overlap_without_cues", self.max_overlap_without_cues, 0.0, 1.0)
+
+
+@dataclass(kw_only=True)
+class RayConfig:
+    address: str = ""  # empty: RAY_ADDRESS from the environment, else a local instance
+    num_cpus: int = 0  # local instance only; 0 = all cores
+    ingest_num_cpus: float = 1.0
+    write_num_cpus: float = 0.25  # the writer joins small tables; don't let it starve behind actor pools
+
+
+@dataclass(kw_only=True)
+class BuildConfig:
+    output: str
+    sources: list[SourceConfig]
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
+    translate: TranslateConfig = field(default_factory=TranslateConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    ir_filter: IRFilterConfig = field(default_factory=IRFilterConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def validate(self) -> None:
+        if not self.output:
+            raise ConfigError("output: required (a local path or s3://bucket/prefix)")
+        if not self.sources:
+            raise ConfigError("sources: at least one source is required")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"sources: names must be unique, got {names}")
+        for i, s in enumerate(self.sources):
+            s.validate(f"sources[{i}]")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "validate") and f.name != "sources":
+                value.validate(f.name)
+        unknown = set(self.split.counts) - set(names)
+        if unknown:
+            raise ConfigError(f"split.counts names sources not in sources: {sorted(unknown)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, *, exclude: tuple[str, ...] = ("output", "ray", "storage")) -> str:
+        """Hash of what determines the outputs: where they go and how Ray runs do not count."""
+        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return stable_hash(d)
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+# ---------------------------------------------------------------------------------------
+# Filling dataclasses from plain data, with errors that name the key.
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from `data`, checking every key and every value's type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown key {key!r}; valid keys here: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        key = f"{where}.{missing[0]}" if where else missing[0]
+        raise ConfigError(f"missing required key {key!r}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides; values are parsed as YAML scalars (3 → int, true → bool)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key segment")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = node[_list_index(p, node, ".".join(parts[: i + 1]))]
+                continue
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, (dict, list)):
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = nxt
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_list_index(last, node, key)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def _list_index(p: str, node: list, key: str) -> int:
+    if not p.isdigit() or int(p) >= len(node):
+        raise ConfigError(f"override {key!r}: {p!r} is not an index into a list of {len(node)}")
+    return int(p)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), cls: type = BuildConfig) -> Any:
+    data: dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    if overrides:
+        # Overrides patch the resolved config (defaults filled in), so `split.fractions.train=..`
+        # changes one entry instead of replacing the whole mapping. Keys are checked once more.
+        try:
+            data = dataclasses.asdict(from_dict(cls, data))
+        except ConfigError:
+            pass  # the YAML alone may be incomplete (e.g. output given on the command line)
+        data = apply_overrides(data, list(overrides))
+    cfg = from_dict(cls, data)
+    cfg.validate()
+    return cfg
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
+def _positive(where: str, **values: int) -> None:
+    for k, v in values.items():
+        if v <= 0:
+            raise ConfigError(f"{where}.{k}: must be positive, got {v}")
+
+
+def _range(where: str, v: float, lo: float, hi: float) -> None:
+    if not lo <= v <= hi:
+        raise ConfigError(f"{where}: {v} is outside [{lo}, {hi}]")
+
+
+def _choice(where: str, v: str, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise ConfigError(f"{where}: {v!r} is not one of {', '.join(choices)}")

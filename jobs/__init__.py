@@ -1,0 +1,1 @@
+"""Thin entry points, one per Ray job (python -m jobs.NAME --config ...)."""

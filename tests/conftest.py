@@ -1,0 +1,60 @@
+"""Shared fixtures: a local Ray instance, a moto S3 server, generated sample sources.
+
+Real components only: Ray is started here, S3 is moto's server speaking the real protocol,
+sample data is written in the real on-disk formats.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Dummy credentials before Ray starts, so its workers inherit them (moto accepts any keys).
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "sentinel-secret-key-DO-NOT-LEAK-6b1f")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FUSIONRS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"real sample data not found at {SHARED_DATA} (set FUSIONRS_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free local port, as Ray's own tests use it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_sources(tmp_path_factory) -> Path:
+    from fusionrs.sample import write_sample
+
+    out = tmp_path_factory.mktemp("sample") / "src"
+    write_sample(out, per_source=24, seed=0)
+    return out
