@@ -57,7 +57,7 @@ def translate_fingerprint(cfg: BuildConfig, ingest_fp: str) -> str:
 
 
 def caption_fingerprint(cfg: BuildConfig, translate_fp: str) -> str:
-    return stable_hash({"ir": translate_fp, "captioner": make_captioner(cfg).identity()})
+    return stable_hash({"ir": translate_fp, "captioner": make_captioner(cfg, Storage()).identity()})
 
 
 @dataclasses.dataclass
@@ -153,45 +153,81 @@ class TranslatePart:
 
 
 class CaptionPart:
-    """Pass 2b: IR-aware captions for the part's selected rows whose translation succeeded."""
+    """Pass 2b: IR-aware captions for the selected rows whose translation succeeded.
 
-    def __init__(self, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str, caption_fp: str):
+    Several parts per call (`caption.parts_per_call`), captioned together, so an API
+    captioner keeps `caption.concurrency` requests in flight even when each part selects only
+    a few rows. A part with rows that ended unfinished (402, budget, retries exhausted) is
+    stored as `-partial` and redone on the next run; its paid responses come from the cache.
+    """
+
+    OUT_COLUMNS = ("ir_aware_caption", "ir_caption_raw_status", "ir_caption_cost_usd", "ir_caption_new_cost_usd",
+                   "ir_caption_requests", "ir_caption_cache_hits")
+
+    def __init__(self, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str, caption_fp: str,
+                 limiter=None):
         self.cfg, self.storage = cfg, storage
         self.ingest_fp, self.translate_fp, self.fp = ingest_fp, translate_fp, caption_fp
-        self.captioner = make_captioner(cfg)
+        self.captioner = make_captioner(cfg, storage, limiter)
         self.layout = Layout(cfg.output)
 
     def __call__(self, batch: dict) -> dict:
-        return _per_row(batch, self.one)
+        rows = [{k: _py(batch[k][i]) for k in batch} for i in range(len(batch["part"]))]
+        todo = []  # (row index, part, out_uri, sample ids, ir jpegs, captions, rgb jpegs)
+        for i, row in enumerate(rows):
+            selected = sorted(sid for sid, a in json.loads(row["assign"]).items() if a["iraware"])
+            out_uri = self.layout.caption(self.fp, row["part"], stable_hash(selected, 12))
+            row.update(caption_uri="", caption_skipped=False, caption_s=0.0, caption_requests=0,
+                       caption_new_cost_usd=0.0, caption_cache_hits=0, caption_failed=0)
+            if not selected:
+                continue
+            if self.storage.exists(out_uri):
+                row.update(caption_uri=out_uri, caption_skipped=True)
+                continue
+            todo.append((i, row["part"], out_uri, *self._inputs(row["part"], set(selected))))
+        if todo:
+            t0 = time.perf_counter()
+            flat = {"sample_id": [], "ir_jpeg": [], "caption": [], "rgb_jpeg": []}
+            for _, _, _, ids, irs, caps, rgbs in todo:
+                flat["sample_id"] += ids
+                flat["ir_jpeg"] += irs
+                flat["caption"] += caps
+                flat["rgb_jpeg"] += rgbs
+            res = self.captioner(flat)
+            elapsed = time.perf_counter() - t0
+            k = 0
+            for i, part, out_uri, ids, *_ in todo:
+                sl = slice(k, k + len(ids))
+                k += len(ids)
+                cols = {c: list(res[c][sl]) for c in self.OUT_COLUMNS}
+                failed = sum(s != "ok" for s in cols["ir_caption_raw_status"])
+                if failed:
+                    out_uri = out_uri.removesuffix(".parquet") + "-partial.parquet"
+                self.storage.write_parquet(out_uri, pa.table({
+                    "sample_id": pa.array(ids, pa.string()),
+                    "ir_aware_caption": pa.array(cols["ir_aware_caption"], pa.string()),
+                    "ir_caption_raw_status": pa.array(cols["ir_caption_raw_status"], pa.string()),
+                    "ir_caption_cost_usd": pa.array(cols["ir_caption_cost_usd"], pa.float64())}))
+                rows[i].update(caption_uri=out_uri, caption_s=elapsed * len(ids) / max(1, len(flat["sample_id"])),
+                               caption_requests=int(sum(cols["ir_caption_requests"])),
+                               caption_new_cost_usd=float(sum(cols["ir_caption_new_cost_usd"])),
+                               caption_cache_hits=int(sum(cols["ir_caption_cache_hits"])), caption_failed=failed)
+        return {key: [r[key] for r in rows] for key in rows[0]}
 
-    def one(self, row: dict) -> dict:
-        part = row["part"]
-        assign = json.loads(row["assign"])
-        selected = sorted(sid for sid, a in assign.items() if a["iraware"])
-        out_uri = self.layout.caption(self.fp, part, stable_hash(selected, 12))
-        if not selected or self.storage.exists(out_uri):
-            return {**row, "caption_uri": out_uri if selected else "", "caption_skipped": bool(selected), "caption_s": 0.0}
-        t0 = time.perf_counter()
-        ing = self.storage.read_parquet(self.layout.ingest(self.ingest_fp, part), columns=["sample_id", "caption"])
+    def _inputs(self, part: str, selected: set[str]):
+        cols = ["sample_id", "caption"] + (["rgb_jpeg"] if getattr(self.cfg.caption, "include_rgb", False) else [])
+        ing = self.storage.read_parquet(self.layout.ingest(self.ingest_fp, part), columns=cols).to_pylist()
+        by_id = {r["sample_id"]: r for r in ing}
         ir = self.storage.read_parquet(self.layout.ir(self.translate_fp, part))
-        cap = dict(zip(ing.column("sample_id").to_pylist(), ing.column("caption").to_pylist()))
-        sel = set(selected)
-        rows = [(sid, jp) for sid, jp, st in zip(ir.column("sample_id").to_pylist(), ir.column("ir_jpeg").to_pylist(),
-                                                 ir.column("ir_status").to_pylist()) if sid in sel and st == IR_OK]
-        out: dict[str, list] = {"sample_id": [], "ir_aware_caption": [], "ir_caption_raw_status": [], "ir_caption_cost_usd": []}
-        bs = 16
-        for s in range(0, len(rows), bs):
-            chunk = rows[s:s + bs]
-            res = self.captioner({"sample_id": [r[0] for r in chunk], "ir_jpeg": [r[1] for r in chunk],
-                                  "caption": [cap[r[0]] for r in chunk]})
-            for k in out:
-                out[k] += list(res[k])
-        self.storage.write_parquet(out_uri, pa.table({
-            "sample_id": pa.array(out["sample_id"], pa.string()),
-            "ir_aware_caption": pa.array(out["ir_aware_caption"], pa.string()),
-            "ir_caption_raw_status": pa.array(out["ir_caption_raw_status"], pa.string()),
-            "ir_caption_cost_usd": pa.array(out["ir_caption_cost_usd"], pa.float64())}))
-        return {**row, "caption_uri": out_uri, "caption_skipped": False, "caption_s": time.perf_counter() - t0}
+        ids, irs, caps, rgbs = [], [], [], []
+        for sid, jp, st in zip(ir.column("sample_id").to_pylist(), ir.column("ir_jpeg").to_pylist(),
+                               ir.column("ir_status").to_pylist()):
+            if sid in selected and st == IR_OK:
+                ids.append(sid)
+                irs.append(jp)
+                caps.append(by_id[sid]["caption"])
+                rgbs.append(by_id[sid].get("rgb_jpeg"))
+        return ids, irs, caps, rgbs
 
 
 def run_write_part(row: dict, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str) -> dict:
@@ -379,13 +415,22 @@ def build(cfg: BuildConfig) -> dict:
                         batch_size=1, compute=ActorPoolStrategy(min_size=tc.min_actors, max_size=tc.max_actors),
                         num_cpus=tc.num_cpus, num_gpus=tc.num_gpus or None)
     cc = cfg.caption
+    limiter = None
+    if cc.backend == "openai":
+        # One limiter for every caption actor: the API's limits are per key, not per actor.
+        from .caption.openai_api import RateLimiter
+
+        limiter = ray.remote(RateLimiter).options(num_cpus=0, max_concurrency=64).remote(
+            cc.requests_per_minute, cc.tokens_per_minute, cc.budget_usd)
     ds = ds.map_batches(CaptionPart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, ingest_fp=ingest_fp,
-                                                                translate_fp=translate_fp, caption_fp=caption_fp),
-                        batch_size=1, compute=ActorPoolStrategy(min_size=cc.min_actors, max_size=cc.max_actors),
+                                                                translate_fp=translate_fp, caption_fp=caption_fp,
+                                                                limiter=limiter),
+                        batch_size=cc.parts_per_call, compute=ActorPoolStrategy(min_size=cc.min_actors, max_size=cc.max_actors),
                         num_cpus=cc.num_cpus)
+    passthrough = ("translate_skipped", "caption_skipped", "caption_requests", "caption_new_cost_usd",
+                   "caption_cache_hits", "caption_failed")
     ds = ds.map_batches(lambda b: _per_row(b, lambda r: {**run_write_part(r, cfg, storage, ingest_fp, translate_fp),
-                                                         "translate_skipped": r["translate_skipped"],
-                                                         "caption_skipped": r["caption_skipped"]}),
+                                                         **{k: r[k] for k in passthrough}}),
                         batch_size=1, num_cpus=cfg.ray.write_num_cpus)
     part_stats = ds.take_all()
     timings["translate_caption_write_s"] = time.time() - t0
@@ -399,7 +444,11 @@ def build(cfg: BuildConfig) -> dict:
                 storage.delete(uri)
 
     timings["total_s"] = time.time() - t_start
-    identity = {"translator": make_translator(cfg).identity(), "captioner": make_captioner(cfg).identity()}
+    identity = {"translator": make_translator(cfg).identity(), "captioner": make_captioner(cfg, storage).identity()}
+    if limiter is not None:
+        manifest_limiter = ray.get(limiter.state.remote())
+        identity["caption_limiter"] = manifest_limiter  # spend this run, breaker state
+        ray.kill(limiter)
     manifest = {
         "fusionrs_version": __version__,
         "config_fingerprint": cfg.fingerprint(),
@@ -409,7 +458,11 @@ def build(cfg: BuildConfig) -> dict:
         "units": len(units), "parts": len(parts),
         "work": {"ingest_units_skipped": sum(bool(u["skipped"]) for u in unit_stats),
                  "translate_parts_skipped": sum(bool(s["translate_skipped"]) for s in part_stats),
-                 "caption_parts_skipped": sum(bool(s["caption_skipped"]) for s in part_stats)},
+                 "caption_parts_skipped": sum(bool(s["caption_skipped"]) for s in part_stats),
+                 "caption_requests": sum(int(s["caption_requests"]) for s in part_stats),
+                 "caption_cache_hits": sum(int(s["caption_cache_hits"]) for s in part_stats),
+                 "caption_rows_unfinished": sum(int(s["caption_failed"]) for s in part_stats),
+                 "api_new_spend_usd": round(sum(float(s["caption_new_cost_usd"]) for s in part_stats), 6)},
         "plan": plan_summary,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "created_unix": int(t_start),

@@ -155,16 +155,76 @@ class TranslateConfig:
             raise ConfigError(f"{where}.min_actors ({self.min_actors}) exceeds {where}.max_actors ({self.max_actors})")
 
 
+FUSIONRS_PROMPT = """You are annotating an infrared-style remote-sensing dataset.
+
+You are given:
+1. a generated infrared-style remote-sensing image,
+2. the original scene-level caption.
+
+Important note:
+The infrared image is generated from RGB rather than captured by a physical thermal sensor. Describe visible infrared-style appearance and grayscale intensity patterns, but do not make physical claims about actual temperature, heat sources, or thermal emission.
+
+Write one concise IR-aware caption for the generated infrared-style remote-sensing image.
+
+Requirements:
+- Preserve the scene semantics from the original caption.
+- Add infrared-style visual cues, such as grayscale intensity, bright/dark intensity responses, low-texture regions, structural outlines, and contrast.
+- Do not invent objects that are not visible or not implied by the original caption.
+- Do not mention uncertainty.
+- Do not describe the image as a natural RGB image.
+- Use 1 to 2 sentences only.
+- Output valid JSON only.
+
+Original caption:
+{original_caption}
+
+Output JSON schema:
+{
+  "ir_aware_caption": "..."
+}"""
+
+
 @dataclass(kw_only=True)
 class CaptionConfig:
     backend: str = "cues"  # cues (offline, measured IR cues) | openai (OpenAI-compatible API)
     num_cpus: float = 0.25  # captioners are light or I/O-bound
     min_actors: int = 1
     max_actors: int = 1
+    parts_per_call: int = 8  # parts captioned together by one actor call: more requests in flight
+    # --- openai backend (OpenRouter, vLLM, any OpenAI-compatible server) -----------------
+    base_url: str = "https://openrouter.ai/api/v1"
+    model: str = "qwen/qwen2.5-vl-72b-instruct"
+    api_key_env: str = "OPENROUTER_API_KEY"  # the key itself is read from the environment only
+    temperature: float = 0.2
+    max_tokens: int = 180
+    prompt: str = FUSIONRS_PROMPT  # {original_caption} is replaced verbatim (the braces are JSON)
+    include_rgb: bool = False  # the paper sends RGB too; the official code sends only IR
+    image_max_side: int = 512
+    concurrency: int = 32  # requests in flight per actor
+    requests_per_minute: float = 600.0  # global, shared by all actors; 0 = unlimited
+    tokens_per_minute: float = 0.0  # global; 0 = unlimited
+    max_retries: int = 6
+    timeout_s: float = 60.0
+    budget_usd: float = 0.0  # 0 = no cap; else no new request once spent
+    price_in_per_mtok: float = 0.0  # used when the API does not report usage.cost
+    price_out_per_mtok: float = 0.0
+    regenerate: int = 1  # re-requests of a caption the filter rejects
+    cache: str = ""  # response cache URI; "" = OUTPUT/_cache/captions (share it across outputs to save more)
 
     def validate(self, where: str) -> None:
         _choice(f"{where}.backend", self.backend, ("cues", "openai"))
-        _positive(where, min_actors=self.min_actors, max_actors=self.max_actors)
+        _positive(where, min_actors=self.min_actors, max_actors=self.max_actors, max_tokens=self.max_tokens,
+                  concurrency=self.concurrency, image_max_side=self.image_max_side, parts_per_call=self.parts_per_call)
+        _range(f"{where}.temperature", self.temperature, 0.0, 2.0)
+        _range(f"{where}.max_retries", self.max_retries, 0, 100)
+        _range(f"{where}.regenerate", self.regenerate, 0, 10)
+        _range(f"{where}.timeout_s", self.timeout_s, 0.1, 3600)
+        for k in ("requests_per_minute", "tokens_per_minute", "budget_usd", "price_in_per_mtok", "price_out_per_mtok"):
+            _range(f"{where}.{k}", getattr(self, k), 0.0, 1e12)
+        if "{original_caption}" not in self.prompt:
+            raise ConfigError(f"{where}.prompt must contain {{original_caption}}")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url must be an http(s) URL")
 
 
 @dataclass(kw_only=True)

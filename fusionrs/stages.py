@@ -27,7 +27,8 @@ class Captioner(Protocol):
     """(IR image, original caption) → IR-aware caption.
 
     In: sample_id, ir_jpeg, caption (+ rgb_jpeg). Out: + ir_aware_caption (None on failure),
-    ir_caption_raw_status ("ok" or "failed:<code>"), ir_caption_cost_usd.
+    ir_caption_raw_status ("ok" or "failed:<code>"), ir_caption_cost_usd (the row's price),
+    ir_caption_new_cost_usd (paid in this run), ir_caption_requests, ir_caption_cache_hits.
     """
 
     def identity(self) -> dict[str, Any]: ...
@@ -45,11 +46,18 @@ def make_translator(cfg) -> Translator:
         f"translate.backend={backend!r} is not available in this build; use pseudo_ir (see docs/roadmap.md)")
 
 
-def make_captioner(cfg) -> Captioner:
+def make_captioner(cfg, storage=None, limiter=None) -> Captioner:
+    """`limiter`: a shared RateLimiter Ray actor handle (the build makes one); None = local."""
     backend = cfg.caption.backend
     if backend == "cues":
         from .caption.cues import CueCaptioner
 
         return CueCaptioner()
-    raise NotImplementedError(
-        f"caption.backend={backend!r} is not available in this build; use cues (see docs/roadmap.md)")
+    if backend == "openai":
+        from .caption.openai_api import OpenAICaptioner
+        from .storage import Storage, join
+
+        storage = storage or Storage.from_config(cfg.storage)
+        cache = cfg.caption.cache or join(cfg.output, "_cache", "captions")
+        return OpenAICaptioner(cfg.caption, cfg.ir_filter, storage, cache, limiter)
+    raise NotImplementedError(f"caption.backend={backend!r} is not available")

@@ -16,6 +16,10 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "sentinel-secret-key-DO-NOT-LEAK-6b1f")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The caption API key tests use: a sentinel that must never appear in logs or outputs.
+API_KEY_ENV = "FUSIONRS_TEST_API_KEY"
+API_KEY = "sk-sentinel-API-KEY-must-not-leak-93c2"
+os.environ[API_KEY_ENV] = API_KEY
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -81,4 +81,6 @@ class CueCaptioner:
                 caps.append(None)
                 status.append(f"failed:{type(e).__name__}")
             cost.append(0.0)
-        return {**batch, "ir_aware_caption": caps, "ir_caption_raw_status": status, "ir_caption_cost_usd": cost}
+        zeros = [0] * len(caps)
+        return {**batch, "ir_aware_caption": caps, "ir_caption_raw_status": status, "ir_caption_cost_usd": cost,
+                "ir_caption_new_cost_usd": cost, "ir_caption_requests": zeros, "ir_caption_cache_hits": zeros}

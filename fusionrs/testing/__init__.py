@@ -1,0 +1,1 @@
+"""Real local stand-ins for external services, for tests, benchmarks and cluster smoke tests."""

@@ -1,0 +1,195 @@
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol, with fault
+injection. It checks what a real provider checks (auth header, model, image parts) and answers
+with an IR-aware caption built from the prompt's original caption.
+
+    with FakeOpenAI(api_key="k", model="m") as srv:       # srv.base_url → http://127.0.0.1:PORT/v1
+        srv.faults_for("harbor", ["429:1", "500"])         # next requests whose caption has "harbor"
+        srv.pay_after = 10                                 # 402 after 10 completions
+        srv.delay_s = 0.2                                  # latency of every answer
+
+Faults: "429[:retry_after_s]", "408", "500", "502", "503", "400", "402", "hang", "error200",
+"badjson", "empty", "finish_error", "fenced" (success wrapped in prose and a code fence),
+"colour" (a caption the filter must reject).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import threading
+import time
+from collections import defaultdict
+
+from aiohttp import web
+
+COLOUR = re.compile(r"\b(?:red|green|blue|yellow|orange|purple|pink|brown|golden|gold|turquoise)\b", re.I)
+
+
+class FakeOpenAI:
+    def __init__(self, api_key: str = "test-key", model: str = "qwen/qwen2.5-vl-72b-instruct", delay_s: float = 0.0):
+        self.api_key, self.model, self.delay_s = api_key, model, delay_s
+        self.pay_after: int | None = None
+        self.hang_s = 30.0
+        self.cost = 0.0005
+        self._faults: dict[str, list[str]] = defaultdict(list)
+        self._global: list[str] = []
+        self.requests: list[dict] = []  # one per request: caption, fault, status, time
+        self.completions = 0
+        self.problems: list[str] = []  # protocol violations seen (should stay empty)
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.port = 0
+
+    # -- control ----------------------------------------------------------------------
+    def faults_for(self, caption_substring: str, faults: list[str]) -> None:
+        with self._lock:
+            self._faults[caption_substring] += list(faults)
+
+    def fault_next(self, faults: list[str]) -> None:
+        with self._lock:
+            self._global += list(faults)
+
+    def requests_for(self, substring: str) -> list[dict]:
+        return [r for r in self.requests if substring in r["caption"]]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- lifecycle --------------------------------------------------------------------
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, daemon=True).start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake OpenAI server did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        async def _cleanup():
+            await self._runner.cleanup()
+        fut = asyncio.run_coroutine_threadsafe(_cleanup(), self._loop)
+        try:
+            fut.result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # -- protocol ---------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        t = time.time()
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self._log("", "auth", 401, t)
+            return web.json_response({"error": {"code": 401, "message": "No auth credentials found"}}, status=401)
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return web.json_response({"error": {"code": 400, "message": "invalid JSON"}}, status=400)
+        caption, problem = self._check(body)
+        if problem:
+            self.problems.append(problem)
+            self._log(caption, "bad_request", 400, t)
+            return web.json_response({"error": {"code": 400, "message": problem}}, status=400)
+        fault = self._next_fault(caption)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if fault is None and self.pay_after is not None and self.completions >= self.pay_after:
+            fault = "402"
+        status, resp = await self._answer(fault, caption, body)
+        self._log(caption, fault or "ok", status, t)
+        return resp
+
+    def _check(self, body: dict) -> tuple[str, str]:
+        if body.get("model") != self.model:
+            return "", f"unknown model {body.get('model')!r}"
+        try:
+            content = body["messages"][0]["content"]
+            text = next(p["text"] for p in content if p.get("type") == "text")
+            images = [p["image_url"]["url"] for p in content if p.get("type") == "image_url"]
+        except (KeyError, IndexError, StopIteration, TypeError):
+            return "", "messages[0].content must hold a text part and image_url parts"
+        m = re.search(r"Original caption:\n(.*?)\n\nOutput JSON schema", text, re.S)
+        caption = m.group(1).strip() if m else ""
+        if not m:
+            return caption, "prompt lacks the original caption section"
+        if not images:
+            return caption, "no image part"
+        for url in images:
+            if not url.startswith("data:image/jpeg;base64,"):
+                return caption, "image is not a base64 JPEG data URL"
+            if not base64.b64decode(url.split(",", 1)[1])[:2] == b"\xff\xd8":
+                return caption, "image payload is not a JPEG"
+        return caption, ""
+
+    def _next_fault(self, caption: str) -> str | None:
+        with self._lock:
+            for key, queue in self._faults.items():
+                if key in caption and queue:
+                    return queue.pop(0)
+            if self._global:
+                return self._global.pop(0)
+        return None
+
+    async def _answer(self, fault: str | None, caption: str, body: dict):
+        def err(status, code=None, headers=None):
+            return status, web.json_response({"error": {"code": code or status, "message": f"injected {status}"}},
+                                             status=status, headers=headers)
+        if fault and fault.startswith("429"):
+            ra = fault.split(":", 1)[1] if ":" in fault else "1"
+            return err(429, headers={"Retry-After": ra})
+        if fault in ("408", "500", "502", "503", "400", "402"):
+            return err(int(fault))
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)
+            return err(504)
+        if fault == "error200":
+            return 200, web.json_response({"error": {"code": 502, "message": "provider returned error"}})
+        if fault == "badjson":
+            return 200, web.Response(text='{"choices": [{"message": {"content": "trunc', content_type="application/json")
+        ir_caption = self.ir_caption(caption)
+        if fault == "colour":
+            ir_caption = "Red roofs appear bright with sharp outlines while the dark water has low texture."
+        content = json.dumps({"ir_aware_caption": ir_caption})
+        finish = "stop"
+        if fault == "fenced":
+            content = f"Here is the caption:\n```json\n{content}\n```\nHope this helps."
+        if fault == "empty":
+            content = ""
+        if fault == "finish_error":
+            finish = "error"
+        with self._lock:
+            if content and finish == "stop":
+                self.completions += 1
+        return 200, web.json_response({
+            "id": "gen-1", "model": self.model, "object": "chat.completion",
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940, "cost": self.cost}})
+
+    @staticmethod
+    def ir_caption(caption: str) -> str:
+        scene = COLOUR.sub("", caption).strip().rstrip(".")
+        scene = re.sub(r"\s+", " ", scene) or "An aerial scene"
+        return (f"{scene[:1].upper()}{scene[1:]}, shown in grayscale: bright structures stand out with sharp "
+                f"outlines while dark, low-texture regions fill the rest.")
+
+    def _log(self, caption, fault, status, t0):
+        with self._lock:
+            self.requests.append({"caption": caption, "fault": fault, "status": status, "t": t0})
