@@ -155,7 +155,7 @@ def test_api_key_never_leaks(server, tmp_path, caplog):
     server.pay_after = 5
     out = captioner(server, tmp_path)(batch())
     blobs = [caplog.text, repr(out["ir_caption_raw_status"]), repr(out["ir_aware_caption"])]
-    blobs += [p.read_text() for p in Path(tmp_path / "cache").rglob("*.json")]
+    blobs += [p.read_text() for p in Path(tmp_path / "cache").rglob("*.jsonl")]
     assert len(blobs) > 3 and not any(API_KEY in b for b in blobs)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 
 from ..storage import Storage, join
+from .cache import ResponseCache
 from .ir_filter import ir_caption_reasons
 
 log = logging.getLogger("fusionrs.caption.openai")
@@ -99,20 +100,19 @@ class RateLimiter:
 
 
 class _LocalLimiterHandle:
-    """Same call shape as a Ray actor handle (`handle.method.remote(...)` → awaitable)."""
+    """Same call shape as a Ray actor handle (`await handle.method.remote(...)`)."""
+
+    class _Method:
+        def __init__(self, fn):
+            self._fn = fn
+
+        async def remote(self, *a, **k):
+            return self._fn(*a, **k)
 
     def __init__(self, limiter: RateLimiter):
         self._l = limiter
-
-    def __getattr__(self, name):
-        fn = getattr(self._l, name)
-
-        class _M:
-            @staticmethod
-            async def remote(*a, **k):
-                return fn(*a, **k)
-
-        return _M
+        for name in ("acquire", "pause", "trip", "add_cost", "state"):
+            setattr(self, name, self._Method(getattr(limiter, name)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,9 +173,30 @@ def parse_caption(text: str) -> str | None:
     return None
 
 
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the JPEG's SOF marker; None if it can't be read this way."""
+    i, n = 2, len(data)
+    if data[:2] != b"\xff\xd8":
+        return None
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
 def data_url(jpeg: bytes, max_side: int) -> str:
-    img = Image.open(io.BytesIO(jpeg))
-    if max(img.size) > max_side:
+    size = jpeg_size(jpeg)  # per request: a header scan, not a decoder
+    if size is None or max(size) > max_side:
+        img = Image.open(io.BytesIO(jpeg))
+    if max(size or img.size) > max_side:
         s = max_side / max(img.size)
         img = img.convert("RGB").resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
@@ -199,6 +220,7 @@ class OpenAICaptioner:
 
     def __init__(self, cfg, filter_cfg, storage: Storage, cache_uri: str, limiter=None):
         self.cfg, self.filter_cfg, self.storage, self.cache_uri = cfg, filter_cfg, storage, cache_uri
+        self.cache = ResponseCache(storage, cache_uri)
         self.limiter = limiter or _LocalLimiterHandle(RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.budget_usd))
         self.stats = {"requests": 0, "cache_hits": 0, "cost_usd": 0.0}
 
@@ -223,20 +245,11 @@ class OpenAICaptioner:
             body["seed"] = attempt
         return body
 
-    def fingerprint(self, body: dict) -> str:
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-    def _cache_path(self, fp: str) -> str:
-        return join(self.cache_uri, fp[:2], f"{fp}.json")
-
-    def cache_get(self, fp: str) -> dict | None:
-        try:
-            return json.loads(self.storage.read_bytes(self._cache_path(fp)))
-        except (FileNotFoundError, OSError, json.JSONDecodeError):
-            return None
-
-    def cache_put(self, fp: str, record: dict) -> None:
-        self.storage.write_text(self._cache_path(fp), json.dumps(record, sort_keys=True))
+    @staticmethod
+    def serialize(body: dict) -> tuple[bytes, str]:
+        """The request bytes and their fingerprint: the exact bytes sent are what is hashed."""
+        payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return payload, hashlib.sha256(payload).hexdigest()
 
     # -- batch entry point --------------------------------------------------------------
     def __call__(self, batch: dict) -> dict:
@@ -249,31 +262,41 @@ class OpenAICaptioner:
     async def caption_all(self, ids, irs, caps, rgbs) -> list[Outcome]:
         import aiohttp
 
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        # Responses committed by any process so far (a retried batch finds its earlier answers).
+        await asyncio.to_thread(self.cache.refresh)
+        await self.cache.start()
+        try:
+            return await self._caption_all(ids, irs, caps, rgbs)
+        finally:
+            await self.cache.close()
+
+    async def _caption_all(self, ids, irs, caps, rgbs) -> list[Outcome]:
+        import aiohttp
+
+        # The semaphore bounds HTTP exchanges in flight, not rows: a row waiting for its response
+        # to become durable does not hold a request slot.
+        self._slots = asyncio.Semaphore(self.cfg.concurrency)
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         connector = aiohttp.TCPConnector(limit=self.cfg.concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            async def one(i):
-                async with sem:
-                    return await self.caption_one(session, ids[i], irs[i], caps[i], rgbs[i])
-            return await asyncio.gather(*(one(i) for i in range(len(ids))))
+            return await asyncio.gather(*(self.caption_one(session, ids[i], irs[i], caps[i], rgbs[i])
+                                          for i in range(len(ids))))
 
     async def caption_one(self, session, sample_id, ir, caption, rgb) -> Outcome:
         cost = new_cost = 0.0
         requests = hits = 0
         last: Outcome | None = None
         for attempt in range(self.cfg.regenerate + 1):
-            body = self.request_body(caption, ir, rgb, attempt)
-            fp = self.fingerprint(body)
-            rec = self.cache_get(fp)
+            payload, fp = self.serialize(self.request_body(caption, ir, rgb, attempt))
+            rec = self.cache.get(fp)
             if rec is None:
                 try:
-                    rec, n = await self.request(session, body)
+                    rec, n = await self.request(session, payload)
                 except ApiError as e:
                     return Outcome(None, f"failed:{e.code}", cost, new_cost, requests + e.requests, hits)
                 requests += n
                 rec.update(sample_id=sample_id, fingerprint=fp, attempt=attempt, created_unix=int(time.time()))
-                self.cache_put(fp, rec)  # durable before the row moves on: never pay twice
+                await self.cache.put(fp, rec)  # durable before the row moves on: never pay twice
                 await self.limiter.add_cost.remote(rec["cost_usd"])
                 new_cost += rec["cost_usd"]
             else:
@@ -281,37 +304,37 @@ class OpenAICaptioner:
             cost += rec["cost_usd"]
             cap = parse_caption(rec.get("content", ""))
             last = Outcome(cap, "ok" if cap else "failed:unparseable", cost, new_cost, requests, hits)
-            if cap and not ir_caption_reasons(cap, caption, self.filter_cfg):
-                return last
+            if cap and (attempt == self.cfg.regenerate or not ir_caption_reasons(cap, caption, self.filter_cfg)):
+                return last  # accepted, or no attempt left to spend on it
         return last
 
     # -- one HTTP exchange, with retries ----------------------------------------------------
-    async def request(self, session, body: dict) -> tuple[dict, int]:
+    async def request(self, session, payload: bytes) -> tuple[dict, int]:
         c = self.cfg
         url = c.base_url.rstrip("/") + "/chat/completions"
         est = c.max_tokens + 800  # rough prompt + image tokens, for tokens/min pacing
         sent = 0
         last_code = "unknown"
         for retry in range(c.max_retries + 1):
-            verdict, wait = await self.limiter.acquire.remote(est)
-            if verdict != "ok":
-                raise ApiError("stopped_after_402" if verdict == "payment_required" else verdict, False, requests=sent)
-            if wait:
-                await asyncio.sleep(wait)
-            key = os.environ.get(c.api_key_env, "")
-            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                       "X-Title": "fusionrs"}
-            sent += 1
-            try:
-                async with session.post(url, json=body, headers=headers) as resp:
-                    text = await resp.text()
-                    result = self._interpret(resp.status, resp.headers, text)
-            except ApiError as e:
-                result = e
-            except asyncio.TimeoutError:
-                result = ApiError("timeout", True)
-            except Exception as e:  # connection reset, refused, DNS, ...: name the type only
-                result = ApiError(f"connection_{type(e).__name__}", True)
+            async with self._slots:
+                verdict, wait = await self.limiter.acquire.remote(est)
+                if verdict != "ok":
+                    raise ApiError("stopped_after_402" if verdict == "payment_required" else verdict, False, requests=sent)
+                if wait:
+                    await asyncio.sleep(wait)
+                key = os.environ.get(c.api_key_env, "")
+                headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "X-Title": "fusionrs"}
+                sent += 1
+                try:
+                    async with session.post(url, data=payload, headers=headers) as resp:
+                        text = await resp.text()
+                        result = self._interpret(resp.status, resp.headers, text)
+                except ApiError as e:
+                    result = e
+                except asyncio.TimeoutError:
+                    result = ApiError("timeout", True)
+                except Exception as e:  # connection reset, refused, DNS, ...: name the type only
+                    result = ApiError(f"connection_{type(e).__name__}", True)
             if isinstance(result, dict):
                 return result, sent
             last_code = result.code

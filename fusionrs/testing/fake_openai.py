@@ -181,7 +181,8 @@ class FakeOpenAI:
         return 200, web.json_response({
             "id": "gen-1", "model": self.model, "object": "chat.completion",
             "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940, "cost": self.cost}})
+            "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940,
+                      **({"cost": self.cost} if self.cost is not None else {})}})
 
     @staticmethod
     def ir_caption(caption: str) -> str:
@@ -193,3 +194,25 @@ class FakeOpenAI:
     def _log(self, caption, fault, status, t0):
         with self._lock:
             self.requests.append({"caption": caption, "fault": fault, "status": status, "t": t0})
+
+
+def main() -> None:
+    """Run the server in its own process (benchmarks): prints the port, serves until killed."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--api-key", default="test-key")
+    ap.add_argument("--model", default="qwen/qwen2.5-vl-72b-instruct")
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--no-cost", action="store_true", help="omit usage.cost: the client prices tokens")
+    a = ap.parse_args()
+    srv = FakeOpenAI(api_key=a.api_key, model=a.model, delay_s=a.latency)
+    if a.no_cost:
+        srv.cost = None
+    srv.start()
+    print(srv.port, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
