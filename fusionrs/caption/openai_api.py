@@ -297,7 +297,6 @@ class OpenAICaptioner:
                 requests += n
                 rec.update(sample_id=sample_id, fingerprint=fp, attempt=attempt, created_unix=int(time.time()))
                 await self.cache.put(fp, rec)  # durable before the row moves on: never pay twice
-                await self.limiter.add_cost.remote(rec["cost_usd"])
                 new_cost += rec["cost_usd"]
             else:
                 hits += 1
@@ -335,8 +334,10 @@ class OpenAICaptioner:
                     result = ApiError("timeout", True)
                 except Exception as e:  # connection reset, refused, DNS, ...: name the type only
                     result = ApiError(f"connection_{type(e).__name__}", True)
-            if isinstance(result, dict):
-                return result, sent
+                if isinstance(result, dict):
+                    # Spent the moment the answer arrives, inside the slot, so the budget holds.
+                    await self.limiter.add_cost.remote(result["cost_usd"])
+                    return result, sent
             last_code = result.code
             if result.code == "payment_required":
                 await self.limiter.trip.remote("payment_required")
