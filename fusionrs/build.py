@@ -134,15 +134,14 @@ class TranslatePart:
         if self.storage.exists(out_uri):
             return {**row, "translate_skipped": True, "translate_s": 0.0}
         t0 = time.perf_counter()
-        ing = self.storage.read_parquet(self.layout.ingest(self.ingest_fp, part),
-                                        columns=["sample_id", "rgb_jpeg", "reject_reason"])
+        cols = ["sample_id", "rgb_jpeg", "caption", "source", "source_record_id"]
+        ing = self.storage.read_parquet(self.layout.ingest(self.ingest_fp, part), columns=cols + ["reject_reason"])
         ok = ing.filter(pads.field("reject_reason").is_null())
         ids, jpegs, statuses = [], [], []
         bs = self.cfg.translate.batch_size
         for s in range(0, ok.num_rows, bs):
             sub = ok.slice(s, bs)
-            res = self.translator({"sample_id": sub.column("sample_id").to_pylist(),
-                                   "rgb_jpeg": sub.column("rgb_jpeg").to_pylist()})
+            res = self.translator({c: sub.column(c).to_pylist() for c in cols})
             ids += res["sample_id"]
             jpegs += res["ir_jpeg"]
             statuses += res["ir_status"]

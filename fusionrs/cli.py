@@ -3,6 +3,8 @@
     fusionrs demo [--out out/demo]                      sample data + build, CPU only, no keys
     fusionrs sample OUT [--per-source N] [--seed S]     generated sources in the five formats
     fusionrs build --config CONFIG [key=value ...]      the build (same as python -m jobs.build_dataset)
+    fusionrs tiny-model diffv2ir OUT                    a tiny random DiffV2IR (LDM format) for smoke tests
+    fusionrs convert-diffv2ir CKPT OUT_DIR [--sha256]   LDM checkpoint → diffusers folder
 """
 
 from __future__ import annotations
@@ -66,6 +68,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_convert_diffv2ir(args) -> int:
+    from .translate.diffv2ir.convert import ConvertError, convert_checkpoint
+
+    try:
+        meta = convert_checkpoint(args.ckpt, args.out, sha256=args.sha256, original_config=args.config,
+                                  tokenizer_dir=args.tokenizer)
+    except ConvertError as e:
+        print(f"convert-diffv2ir: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: meta[k] for k in ("source", "source_sha256", "model_id")}, indent=1))
+    print(f"use it with: translate.backend=diffv2ir translate.model={args.out}")
+    return 0
+
+
+def cmd_tiny_model(args) -> int:
+    if args.kind == "diffv2ir":
+        from .translate.diffv2ir.tiny import write_tiny_checkpoint
+
+        path = write_tiny_checkpoint(args.out, seed=args.seed)
+        print(f"wrote {path} (+ {path.with_suffix('.yaml').name}); convert it with:\n"
+              f"  fusionrs convert-diffv2ir {path} {args.out}/converted")
+        return 0
+    print(f"tiny-model: unknown kind {args.kind!r}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     p = argparse.ArgumentParser(prog="fusionrs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--per-source", type=int, default=40)
     d.add_argument("overrides", nargs="*")
     d.set_defaults(fn=cmd_demo)
+    c = sub.add_parser("convert-diffv2ir", help="LDM DiffV2IR checkpoint → diffusers folder (safetensors)")
+    c.add_argument("ckpt")
+    c.add_argument("out")
+    c.add_argument("--sha256", default="", help="expected SHA-256 of CKPT")
+    c.add_argument("--config", default=None, help="LDM config (generate.yaml); default: CKPT.yaml or DiffV2IR's")
+    c.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
+    c.set_defaults(fn=cmd_convert_diffv2ir)
+    t = sub.add_parser("tiny-model", help="write a tiny random model in the real on-disk format (debug model)")
+    t.add_argument("kind", choices=["diffv2ir"])
+    t.add_argument("out")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(fn=cmd_tiny_model)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -137,22 +137,48 @@ class SubsetConfig:
 
 @dataclass(kw_only=True)
 class TranslateConfig:
-    backend: str = "pseudo_ir"  # pseudo_ir (CPU, deterministic) | diffv2ir (GPU)
+    backend: str = "pseudo_ir"  # pseudo_ir (CPU, deterministic) | diffv2ir (GPU; the paper's translator)
     resolution: int = 512
     jpeg_quality: int = 95
-    batch_size: int = 16
-    seed: int = 1234
+    batch_size: int = 16  # images per UNet call (4x rows per step)
+    seed: int = 1234  # with the sample_id, seeds each sample's noise
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     min_actors: int = 1
     max_actors: int = 1
+    # --- diffv2ir ----------------------------------------------------------------------------
+    model: str = ""  # converted folder (fusionrs convert-diffv2ir), local or s3://; copied once per node
+    model_sha256: str = ""  # if set, must equal the source checkpoint's SHA-256 recorded by the converter
+    steps: int = 20
+    cfg_text: float = 7.5
+    cfg_image: float = 1.5
+    cfg_seg: float = 1.5
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    seg: str = "white"  # white | precomputed | sam  (docs/translate.md says why white is the default)
+    seg_path: str = ""  # precomputed: URI template with {source} {sample_id} {source_record_id} {stem}
+    sam_model: str = ""  # sam: a local transformers SAM folder
+    prompt: str = "turn the visible image of {caption} into infrared"
+    branch_chunks: int = 1  # >1 splits the 4 guidance branches over several UNet calls (less memory)
+    compile: bool = False  # torch.compile the UNet (GPU; pays off on long runs)
+    channels_last: bool = False
 
     def validate(self, where: str) -> None:
         _choice(f"{where}.backend", self.backend, ("pseudo_ir", "diffv2ir"))
         _range(f"{where}.resolution", self.resolution, 32, 4096)
-        _positive(where, batch_size=self.batch_size, min_actors=self.min_actors, max_actors=self.max_actors)
+        _positive(where, batch_size=self.batch_size, min_actors=self.min_actors, max_actors=self.max_actors,
+                  steps=self.steps, branch_chunks=self.branch_chunks)
         if self.min_actors > self.max_actors:
             raise ConfigError(f"{where}.min_actors ({self.min_actors}) exceeds {where}.max_actors ({self.max_actors})")
+        _choice(f"{where}.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        _choice(f"{where}.seg", self.seg, ("white", "precomputed", "sam"))
+        if self.backend == "diffv2ir" and not self.model:
+            raise ConfigError(f"{where}.model: required for backend diffv2ir (a folder from `fusionrs convert-diffv2ir`)")
+        if self.seg == "precomputed" and not self.seg_path:
+            raise ConfigError(f"{where}.seg_path: required for seg=precomputed")
+        if self.seg == "sam" and not self.sam_model:
+            raise ConfigError(f"{where}.sam_model: required for seg=sam")
+        if "{caption}" not in self.prompt:
+            raise ConfigError(f"{where}.prompt must contain {{caption}}")
 
 
 FUSIONRS_PROMPT = """You are annotating an infrared-style remote-sensing dataset.

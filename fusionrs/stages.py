@@ -16,7 +16,8 @@ IR_NOT_SELECTED = "not_selected"
 
 
 class Translator(Protocol):
-    """RGB → infrared-style. In: sample_id, rgb_jpeg. Out: + ir_jpeg (None on failure), ir_status."""
+    """RGB → infrared-style. In: sample_id, rgb_jpeg, caption, source, source_record_id.
+    Out: + ir_jpeg (None on failure), ir_status ("ok" or a reason code)."""
 
     def identity(self) -> dict[str, Any]: ...
 
@@ -42,8 +43,12 @@ def make_translator(cfg) -> Translator:
         from .translate.pseudo_ir import PseudoIRTranslator
 
         return PseudoIRTranslator(cfg.translate)
-    raise NotImplementedError(
-        f"translate.backend={backend!r} is not available in this build; use pseudo_ir (see docs/roadmap.md)")
+    if backend == "diffv2ir":
+        from .storage import Storage
+        from .translate.diffv2ir.translator import DiffV2IRTranslator
+
+        return DiffV2IRTranslator(cfg.translate, Storage.from_config(cfg.storage))
+    raise NotImplementedError(f"translate.backend={backend!r} is not available")
 
 
 def make_captioner(cfg, storage=None, limiter=None) -> Captioner:

@@ -87,7 +87,9 @@ class Storage:
 
     def write_parquet(self, uri: str, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        # JPEG bytes do not compress: spend zstd only on the other columns.
+        codecs = {f.name: ("none" if pa.types.is_binary(f.type) else "zstd") for f in table.schema}
+        pq.write_table(table, sink, compression=codecs)
         self.write_bytes(uri, sink.getvalue().to_pybytes())
 
     def write_text(self, uri: str, text: str) -> None:

@@ -27,18 +27,19 @@ VERSION = "pseudo_ir-1"
 
 def pseudo_ir_image(rgb: Image.Image, resolution: int) -> Image.Image:
     img = resize_center_crop(rgb.convert("RGB"), resolution)
-    a = np.asarray(img, dtype=np.float32) / 255.0
+    a = np.asarray(img, dtype=np.float32) * np.float32(1 / 255)
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
     lum = 0.45 * r + 0.40 * g + 0.15 * b
     exg = np.clip(2 * g - r - b, 0, 1)  # vegetation
-    mx, mn = a.max(-1), a.min(-1)
+    # Elementwise max/min: numpy's reductions over a last axis of 3 are several times slower.
+    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     sat = (mx - mn) / (mx + 1e-6)
     water = np.clip((b - np.maximum(r, g)) * 2, 0, 1) * (1 - lum)
     built = np.clip(lum - 0.45, 0, 1) * (1 - sat)
     ir = lum + 0.9 * exg - 0.6 * water + 0.3 * built
     ir_img = Image.fromarray(np.clip(ir * 255, 0, 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(1.0))
     v = np.asarray(ir_img, dtype=np.float32)
-    lo, hi = np.percentile(v, [1, 99])
+    lo, hi = np.percentile(v[::2, ::2], [1, 99])  # a quarter of the pixels is plenty for two percentiles
     v = np.clip((v - lo) / max(hi - lo, 1.0) * 255.0, 0, 255).astype(np.uint8)
     return Image.fromarray(v, "L").convert("RGB")
 

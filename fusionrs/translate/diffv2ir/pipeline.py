@@ -1,0 +1,187 @@
+"""DiffV2IR inference on diffusers components, batched (docs: ../shared/reference/diffv2ir-inference.md).
+
+What upstream does, and what we keep exactly:
+- geometry: longest side to `resolution`, short side rounded *up* to a multiple of 64, both
+  sides floored to multiples of 64, `ImageOps.fit` (LANCZOS, centred);
+- conditioning latents: VAE posterior *mode*, no 0.18215 scaling; unconditional image and
+  segmentation latents are zeros; unconditional text is the "" embedding;
+- 12-channel UNet input: [x·c_in, image latent, segmentation latent];
+- k-diffusion CompVisDenoiser: σ from the scaled-linear schedule, schedule interpolated in log σ,
+  continuous (fractional) timesteps, D = x − σ·ε;
+- guidance D = D₃ + s_T(D₀−D₁) + s_I(D₁−D₂) + s_S(D₂−D₃) over the four branches
+  (full, no text, seg only, none);
+- Euler ancestral, η = 1; decode z/0.18215, clamp, ×255, truncate to uint8, 3-channel RGB.
+
+What we change: B images per step (one UNet call of 4·B rows, or branch chunks), and noise
+from a per-sample generator seeded by (seed, sample_id), so a sample's output does not depend
+on its batch, on retries or on reruns (upstream reseeds every image with one global seed).
+The sampler state is kept in fp32; the networks run in the configured dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+SCALE_FACTOR = 0.18215
+PROMPT_TEMPLATE = "turn the visible image of {caption} into infrared"
+
+
+def upstream_size(w: int, h: int, resolution: int) -> tuple[int, int]:
+    """DiffV2IR infer.py's output size for an input of w×h."""
+    f = resolution / max(w, h)
+    f = math.ceil(min(w, h) * f / 64) * 64 / min(w, h)
+    return int(math.floor(w * f / 64) * 64), int(math.floor(h * f / 64) * 64)
+
+
+def fit(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return ImageOps.fit(img.convert("RGB"), size, method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    return int(hashlib.sha256(f"{seed}:{sample_id}".encode()).hexdigest()[:15], 16)
+
+
+# ---------------------------------------------------------------------------------------
+# k-diffusion's CompVisDenoiser schedule, computed exactly.
+
+
+class KarrasSchedule:
+    def __init__(self, linear_start=0.00085, linear_end=0.012, timesteps=1000):
+        betas = np.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=np.float64) ** 2
+        alphas_cumprod = torch.tensor(np.cumprod(1.0 - betas, axis=0), dtype=torch.float32)  # LDM's float32 buffer
+        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        self.log_sigmas = self.sigmas.log()
+
+    def get_sigmas(self, n: int) -> torch.Tensor:
+        t = torch.linspace(len(self.sigmas) - 1, 0, n)
+        return torch.cat([self.t_to_sigma(t), t.new_zeros([1])])
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.float()
+        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        log_sigma = sigma.log()
+        dists = log_sigma - self.log_sigmas[:, None]
+        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
+        high_idx = low_idx + 1
+        low, high = self.log_sigmas[low_idx], self.log_sigmas[high_idx]
+        w = ((low - log_sigma) / (low - high)).clamp(0, 1)
+        return ((1 - w) * low_idx + w * high_idx).view(sigma.shape)
+
+
+def guide(d: torch.Tensor, b: int, s_text: float, s_image: float, s_seg: float) -> torch.Tensor:
+    """Combine the four branches (rows [full | no text | seg only | none], b rows each)."""
+    d0, d1, d2, d3 = d[:b], d[b:2 * b], d[2 * b:3 * b], d[3 * b:]
+    return d3 + s_text * (d0 - d1) + s_image * (d1 - d2) + s_seg * (d2 - d3)
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = 20
+    cfg_text: float = 7.5
+    cfg_image: float = 1.5
+    cfg_seg: float = 1.5
+    branch_chunks: int = 1  # split the 4·B rows into this many UNet calls when memory is short
+
+
+class DiffV2IRPipeline:
+    def __init__(self, unet, vae, text_encoder, tokenizer, device="cpu", dtype=torch.float32):
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.device, self.dtype = torch.device(device), dtype
+        for m in (unet, vae, text_encoder):
+            m.to(self.device, dtype=dtype).eval().requires_grad_(False)
+        self.schedule = KarrasSchedule()
+        self._null: torch.Tensor | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device="cpu", dtype=torch.float32) -> "DiffV2IRPipeline":
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        p = Path(path)
+        return cls(UNet2DConditionModel.from_pretrained(p / "unet"), AutoencoderKL.from_pretrained(p / "vae"),
+                   CLIPTextModel.from_pretrained(p / "text_encoder"), CLIPTokenizer.from_pretrained(p / "tokenizer"),
+                   device=device, dtype=dtype)
+
+    # -- conditioning ------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(self.device)
+        return self.text_encoder(ids)[0]  # last_hidden_state, no attention mask (as upstream)
+
+    def null_text(self) -> torch.Tensor:
+        if self._null is None:
+            self._null = self.encode_text([""])
+        return self._null
+
+    @torch.no_grad()
+    def encode_image(self, imgs: list[Image.Image]) -> torch.Tensor:
+        x = torch.stack([torch.from_numpy(np.asarray(i.convert("RGB"), dtype=np.float32)).permute(2, 0, 1) for i in imgs])
+        x = (2 * x / 255 - 1).to(self.device, self.dtype)
+        return self.vae.encode(x).latent_dist.mode()  # posterior mean, no scaling factor
+
+    # -- the model: k-diffusion denoiser with four-branch guidance --------------------------------
+    def denoise(self, x, sigma, img_lat, seg_lat, cond, null, sc: SamplingConfig) -> torch.Tensor:
+        b = x.shape[0]
+        zeros = torch.zeros_like(img_lat)
+        x_in = torch.cat([x] * 4)
+        s_in = sigma.expand(4 * b)
+        c_in = (1.0 / (s_in ** 2 + 1) ** 0.5).view(-1, 1, 1, 1)
+        t = self.schedule.sigma_to_t(s_in)
+        image = torch.cat([img_lat, img_lat, zeros, zeros])
+        seg = torch.cat([seg_lat, seg_lat, seg_lat, zeros])
+        ctx = torch.cat([cond, null.expand(b, -1, -1), null.expand(b, -1, -1), null.expand(b, -1, -1)])
+        unet_in = torch.cat([(x_in * c_in).to(self.dtype), image.to(self.dtype), seg.to(self.dtype)], dim=1)
+        eps = []
+        for rows in torch.tensor_split(torch.arange(4 * b), min(sc.branch_chunks, 4 * b)):
+            eps.append(self.unet(unet_in[rows], t[rows].to(self.device), encoder_hidden_states=ctx[rows]).sample.float())
+        d = x_in - s_in.view(-1, 1, 1, 1) * torch.cat(eps)
+        return guide(d, b, sc.cfg_text, sc.cfg_image, sc.cfg_seg)
+
+    # -- sampling ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, images: list[Image.Image], prompts: list[str], seeds: list[int], seg_maps: list[Image.Image],
+                 sc: SamplingConfig) -> list[Image.Image]:
+        """Images of one size in, infrared-style images of that size out (PIL RGB)."""
+        sizes = {i.size for i in images}
+        if len(sizes) != 1:
+            raise ValueError(f"one size per batch, got {sizes}")
+        img_lat = self.encode_image(images).float()
+        seg_lat = self.encode_image(seg_maps).float()
+        cond = self.encode_text(prompts)
+        null = self.null_text()
+        sigmas = self.schedule.get_sigmas(sc.steps).to(self.device)
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        shape = img_lat.shape[1:]
+
+        def noise():  # per sample, on CPU: the same numbers on every device and in every batch
+            return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device)
+
+        x = noise() * sigmas[0]
+        for i in range(len(sigmas) - 1):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            d = self.denoise(x, s, img_lat, seg_lat, cond, null, sc)
+            s_up = torch.minimum(s_next, (s_next ** 2 * (s ** 2 - s_next ** 2) / s ** 2) ** 0.5)
+            s_down = (s_next ** 2 - s_up ** 2) ** 0.5
+            x = x + (x - d) / s * (s_down - s)
+            if s_next > 0:
+                x = x + noise() * s_up
+        return self.decode(x)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> list[Image.Image | None]:
+        """None for a sample whose latent or decoded pixels are not finite (a failed sample)."""
+        x = self.vae.decode((z / SCALE_FACTOR).to(self.dtype)).sample.float()
+        finite = torch.isfinite(z.flatten(1)).all(1) & torch.isfinite(x.flatten(1)).all(1)
+        x = (((x + 1) / 2).clamp(0, 1) * 255).to(torch.uint8)  # truncation, as upstream
+        return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy(), "RGB") if ok else None for a, ok in zip(x, finite.tolist())]

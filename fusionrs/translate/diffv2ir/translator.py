@@ -1,0 +1,127 @@
+"""The build's `diffv2ir` translate stage: per-image geometry, prompts, segmentation maps,
+per-sample seeds, batches of one size, and per-row validation (NaN, blank, decode failure
+become reason-coded rejects). The model loads lazily, once per actor, on its first batch."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import defaultdict
+
+import numpy as np
+from PIL import Image
+
+from ...images import encode_jpeg
+from ...models import ensure_local, read_model_json
+from ..validate import IR_NONFINITE, validate_ir_jpeg
+from .pipeline import DiffV2IRPipeline, SamplingConfig, fit, sample_seed, upstream_size
+
+log = logging.getLogger("fusionrs.translate.diffv2ir")
+VERSION = "diffv2ir-1"
+SEG_MISSING = "seg_map_missing"
+
+
+class DiffV2IRTranslator:
+    def __init__(self, cfg, storage):
+        self.cfg, self.storage = cfg, storage
+        self.meta = read_model_json(cfg.model, storage, "fusionrs_diffv2ir.json")
+        if cfg.model_sha256 and self.meta.get("source_sha256") != cfg.model_sha256.lower():
+            raise ValueError(f"translate.model was converted from a checkpoint with SHA-256 "
+                             f"{self.meta.get('source_sha256')}, not the configured {cfg.model_sha256}")
+        self.pipe: DiffV2IRPipeline | None = None
+        self.sampling = SamplingConfig(steps=cfg.steps, cfg_text=cfg.cfg_text, cfg_image=cfg.cfg_image,
+                                       cfg_seg=cfg.cfg_seg, branch_chunks=cfg.branch_chunks)
+        self._white: dict[tuple[int, int], Image.Image] = {}
+        self._sam = None
+
+    def identity(self) -> dict:
+        c = self.cfg
+        return {"backend": "diffv2ir", "version": VERSION, "model_id": self.meta["model_id"],
+                "source_sha256": self.meta.get("source_sha256"), "resolution": c.resolution, "steps": c.steps,
+                "cfg": [c.cfg_text, c.cfg_image, c.cfg_seg], "seed": c.seed, "dtype": self.dtype_name(),
+                "seg": c.seg, "seg_path": c.seg_path, "prompt": c.prompt, "jpeg_quality": c.jpeg_quality}
+
+    def dtype_name(self) -> str:
+        import torch
+
+        if self.cfg.dtype != "auto":
+            return self.cfg.dtype
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+
+    def _load(self) -> DiffV2IRPipeline:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        pipe = DiffV2IRPipeline.from_pretrained(ensure_local(self.cfg.model, self.storage), device=device,
+                                                dtype=getattr(torch, self.dtype_name()))
+        if self.cfg.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+        if self.cfg.compile:
+            pipe.unet = torch.compile(pipe.unet)
+        log.info("DiffV2IR %s loaded on %s (%s)", self.meta["model_id"], device, self.dtype_name())
+        return pipe
+
+    # -- segmentation maps --------------------------------------------------------------
+    def seg_map(self, row: dict, rgb: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+        mode = self.cfg.seg
+        if mode == "white":
+            return self._white.setdefault(size, Image.new("RGB", size, (255, 255, 255)))
+        if mode == "precomputed":
+            rid = row.get("source_record_id") or ""
+            uri = self.cfg.seg_path.format(source=row.get("source", ""), sample_id=row["sample_id"],
+                                           source_record_id=rid, stem=rid.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+            try:
+                return fit(Image.open(io.BytesIO(self.storage.read_bytes(uri))), size)
+            except (OSError, ValueError):
+                return None
+        from .sam import sam_union_mask
+
+        if self._sam is None:
+            from .sam import load_sam
+
+            self._sam = load_sam(self.cfg.sam_model)
+        return fit(sam_union_mask(self._sam, rgb), size)
+
+    # -- the stage ---------------------------------------------------------------------------
+    def __call__(self, batch: dict) -> dict:
+        if self.pipe is None:
+            self.pipe = self._load()
+        n = len(batch["sample_id"])
+        ir: list[bytes | None] = [None] * n
+        status = ["translate_error:unprocessed"] * n
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        prepared = {}
+        for i in range(n):
+            row = {k: batch[k][i] for k in batch}
+            try:
+                rgb = Image.open(io.BytesIO(row["rgb_jpeg"])).convert("RGB")
+            except Exception as e:
+                status[i] = f"translate_error:{type(e).__name__}"
+                continue
+            size = upstream_size(*rgb.size, self.cfg.resolution)
+            seg = self.seg_map(row, rgb, size)
+            if seg is None:
+                status[i] = SEG_MISSING
+                continue
+            caption = row.get("caption") or ""
+            prepared[i] = (fit(rgb, size), seg, self.cfg.prompt.replace("{caption}", caption),
+                           sample_seed(self.cfg.seed, row["sample_id"]))
+            groups[size].append(i)
+        for size, idx in groups.items():  # one size per UNet call
+            for s in range(0, len(idx), self.cfg.batch_size):
+                chunk = idx[s:s + self.cfg.batch_size]
+                imgs, segs, prompts, seeds = zip(*(prepared[i] for i in chunk))
+                try:
+                    outs = self.pipe(list(imgs), list(prompts), list(seeds), list(segs), self.sampling)
+                except Exception as e:  # e.g. out of memory: the rows say so, the batch goes on
+                    for i in chunk:
+                        status[i] = f"translate_error:{type(e).__name__}"
+                    continue
+                for i, img in zip(chunk, outs):
+                    if img is None:
+                        status[i] = IR_NONFINITE
+                        continue
+                    data = encode_jpeg(img, self.cfg.jpeg_quality)
+                    status[i] = validate_ir_jpeg(data, size)
+                    ir[i] = data if status[i] == "ok" else None
+        return {**batch, "ir_jpeg": ir, "ir_status": status}
