@@ -51,6 +51,8 @@ def bare_loop_rates(build_yaml: Path, n: int = 300) -> dict:
                 break
     recs = recs[:n]
     cleaner = CaptionCleaner(cfg.clean)
+    for r in recs[:5]:  # warm up: the language model loads once per process, not per row
+        ingest_record(r, cfg, cleaner)
     t0 = time.perf_counter()
     rows = [ingest_record(r, cfg, cleaner) for r in recs]
     ingest = len(recs) / (time.perf_counter() - t0)

@@ -69,6 +69,10 @@ class Layout:
     def ingest(self, fp: str, part: str = "") -> str:
         return join(self.output, "_stage", "ingest", fp, f"{part}.parquet" if part else "")
 
+    def ingest_marker(self, fp: str, unit: str) -> str:
+        """JSON list of a unit's parts, written last: the unit's commit."""
+        return join(self.output, "_stage", "ingest", fp, f"{unit}.done.json")
+
     def ir(self, fp: str, part: str) -> str:
         return join(self.output, "_stage", "ir", fp, f"{part}.parquet")
 
@@ -97,7 +101,7 @@ def run_ingest_unit(unit_row: dict, cfg: BuildConfig, storage: Storage, fp: str)
     """Pass 1: one source unit → one or more ingest parts (each ≤ records_per_unit rows)."""
     unit = WorkUnit.from_row(unit_row)
     layout = Layout(cfg.output)
-    done_marker = layout.ingest(fp, f"{unit.unit_id}.done")
+    done_marker = layout.ingest_marker(fp, unit.unit_id)
     if storage.exists(done_marker):
         parts = json.loads(storage.read_bytes(done_marker))
         return {"unit_id": unit.unit_id, "parts": json.dumps(parts), "skipped": True, "rows": sum(p["rows"] for p in parts)}

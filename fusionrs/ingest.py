@@ -64,10 +64,13 @@ def ingest_record(rec: SourceRecord, cfg, cleaner: CaptionCleaner) -> dict:
                          grayscale=ing.grayscale, max_transparent_fraction=ing.max_transparent_fraction)
     except ImageReject as e:
         return _reject(row, e.reason, e.detail)
+    # A JPEG that needs no conversion and no resize is kept byte for byte: re-encoding it would
+    # only add a second generation of JPEG loss (and cost an encode).
+    as_is = img.format == "JPEG" and not img.note and max(img.width, img.height) <= ing.max_side
     row.update(
         rgb_sha256=sha256_hex(rec.image), rgb_phash=phash_hex(phash64(img.rgb)),
         rgb_width=img.width, rgb_height=img.height, image_note=img.note or None,
-        rgb_jpeg=encode_jpeg(limit_side(img.rgb, ing.max_side), ing.jpeg_quality),
+        rgb_jpeg=rec.image if as_is else encode_jpeg(limit_side(img.rgb, ing.max_side), ing.jpeg_quality),
     )
     if res.rejected:
         return _reject(row, res.status.split(":")[0], res.status)

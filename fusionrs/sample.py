@@ -438,7 +438,7 @@ def write_sample(out: str | Path, per_source: int = 40, seed: int = 0) -> dict:
              "ingest": {"records_per_unit": 64},
              "split": {"seed": 0, "fractions": {"train": 0.8, "val": 0.1, "test": 0.1}},
              "subset": {"fractions": {"train": 0.3, "val": 0.5, "test": 1.0}},
-             "translate": {"backend": "pseudo_ir", "resolution": 256, "num_cpus": 0.75, "max_actors": 2}}
+             "translate": {"backend": "pseudo_ir", "resolution": 256, "num_cpus": 0.75, "min_actors": 2, "max_actors": 2}}
     (out / "build.yaml").write_text(yaml.safe_dump(build, sort_keys=False))
     n = sum(len(v) for v in s.records.values())
     return {"out": str(out), "records": n, "planted": len(planted), "build_config": str(out / "build.yaml")}
