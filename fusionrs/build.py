@@ -29,6 +29,7 @@ from .clean import CaptionCleaner
 from .config import BuildConfig, stable_hash, to_yaml
 from .dedup import group_samples
 from .ingest import ingest_unit
+from .ledger import RunLedger
 from .readers import WorkUnit, plan_units
 from .report import write_reports
 from .split import assign_splits, cross_split_groups, select_subset
@@ -104,9 +105,11 @@ def run_ingest_unit(unit_row: dict, cfg: BuildConfig, storage: Storage, fp: str)
     done_marker = layout.ingest_marker(fp, unit.unit_id)
     if storage.exists(done_marker):
         parts = json.loads(storage.read_bytes(done_marker))
-        return {"unit_id": unit.unit_id, "parts": json.dumps(parts), "skipped": True, "rows": sum(p["rows"] for p in parts)}
+        return {"unit_id": unit.unit_id, "parts": json.dumps(parts), "skipped": True, "rows": sum(p["rows"] for p in parts),
+                "busy_s": 0.0, "saved_s": sum(p.get("busy_s", 0.0) for p in parts)}
     # One cleaner per worker process and clean config: the language model loads once.
     cleaner = _CLEANERS.setdefault(stable_hash(dataclasses.asdict(cfg.clean)), CaptionCleaner(cfg.clean))
+    t0 = time.perf_counter()
     table = ingest_unit(unit, cfg, storage, cleaner)
     size = cfg.ingest.records_per_unit
     parts = []
@@ -115,28 +118,45 @@ def run_ingest_unit(unit_row: dict, cfg: BuildConfig, storage: Storage, fp: str)
         part_id = unit.unit_id if n_parts == 1 and unit.format != "rs5m_wds" else f"{unit.unit_id}-p{k:03d}"
         storage.write_parquet(layout.ingest(fp, part_id), table.slice(k * size, size))
         parts.append({"part": part_id, "rows": min(size, table.num_rows - k * size)})
+    busy = time.perf_counter() - t0
+    for p in parts:  # recorded so that a rerun which skips this unit can say what it saved
+        p["busy_s"] = round(busy / len(parts), 4)
     # The marker is written last: a unit without it is redone whole on the next run.
     storage.write_text(done_marker, json.dumps(parts))
-    return {"unit_id": unit.unit_id, "parts": json.dumps(parts), "skipped": False, "rows": table.num_rows}
+    return {"unit_id": unit.unit_id, "parts": json.dumps(parts), "skipped": False, "rows": table.num_rows,
+            "busy_s": busy, "saved_s": 0.0}
 
 
 class TranslatePart:
-    """Pass 2a: translate every usable row of a part. Model loaded once per actor."""
+    """Pass 2a: translate every usable row of a part. Model loaded once per actor.
 
-    def __init__(self, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str):
+    Each IR file records the seconds it took (Parquet metadata), so a rerun that skips it can
+    say what it saved. With a GPU budget (`cost.max_gpu_usd`) a shared keeper is asked before
+    each part; past the cap the part is left untranslated (pending) and the run stops cleanly.
+    """
+
+    def __init__(self, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str, keeper=None):
         self.cfg, self.storage = cfg, storage
         self.ingest_fp, self.fp = ingest_fp, translate_fp
         self.translator = make_translator(cfg)
         self.layout = Layout(cfg.output)
+        self.keeper = keeper
 
     def __call__(self, batch: dict) -> dict:
         return _per_row(batch, self.one)
 
     def one(self, row: dict) -> dict:
+        import ray
+
         part = row["part"]
         out_uri = self.layout.ir(self.fp, part)
+        done = {"translate_skipped": False, "translate_stopped": False, "translate_s": 0.0, "translate_saved_s": 0.0,
+                "translated_rows": 0}
         if self.storage.exists(out_uri):
-            return {**row, "translate_skipped": True, "translate_s": 0.0}
+            meta = self.storage.parquet_metadata(out_uri)
+            return {**row, **done, "translate_skipped": True, "translate_saved_s": float(meta.get("fusionrs_translate_s", 0))}
+        if self.keeper is not None and not ray.get(self.keeper.allowed.remote()):
+            return {**row, **done, "translate_stopped": True}
         t0 = time.perf_counter()
         cols = ["sample_id", "rgb_jpeg", "caption", "source", "source_record_id"]
         ing = self.storage.read_parquet(self.layout.ingest(self.ingest_fp, part), columns=cols + ["reject_reason"])
@@ -149,10 +169,26 @@ class TranslatePart:
             ids += res["sample_id"]
             jpegs += res["ir_jpeg"]
             statuses += res["ir_status"]
-        self.storage.write_parquet(out_uri, pa.table({"sample_id": pa.array(ids, pa.string()),
-                                                      "ir_jpeg": pa.array(jpegs, pa.binary()),
-                                                      "ir_status": pa.array(statuses, pa.string())}))
-        return {**row, "translate_skipped": False, "translate_s": time.perf_counter() - t0}
+        elapsed = time.perf_counter() - t0
+        table = pa.table({"sample_id": pa.array(ids, pa.string()), "ir_jpeg": pa.array(jpegs, pa.binary()),
+                          "ir_status": pa.array(statuses, pa.string())})
+        self.storage.write_parquet(out_uri, table.replace_schema_metadata({"fusionrs_translate_s": f"{elapsed:.4f}"}))
+        if self.keeper is not None:
+            self.keeper.charge.remote(elapsed * (self.cfg.translate.num_gpus or 0))
+        return {**row, **done, "translate_s": elapsed, "translated_rows": len(ids)}
+
+
+class BudgetKeeper:
+    """Shared GPU spend for `cost.max_gpu_usd` (a Ray actor when wired by the build)."""
+
+    def __init__(self, max_usd: float, gpu_hour_usd: float):
+        self.max_usd, self.rate, self.gpu_s = max_usd, gpu_hour_usd / 3600.0, 0.0
+
+    def charge(self, gpu_s: float) -> None:
+        self.gpu_s += gpu_s
+
+    def allowed(self) -> bool:
+        return not self.max_usd or self.gpu_s * self.rate < self.max_usd
 
 
 class CaptionPart:
@@ -181,11 +217,13 @@ class CaptionPart:
             selected = sorted(sid for sid, a in json.loads(row["assign"]).items() if a["iraware"])
             out_uri = self.layout.caption(self.fp, row["part"], stable_hash(selected, 12))
             row.update(caption_uri="", caption_skipped=False, caption_s=0.0, caption_requests=0,
-                       caption_new_cost_usd=0.0, caption_cache_hits=0, caption_failed=0)
-            if not selected:
+                       caption_new_cost_usd=0.0, caption_cache_hits=0, caption_failed=0, caption_saved_usd=0.0,
+                       caption_rows=0)
+            if not selected or row.get("translate_stopped"):
                 continue
             if self.storage.exists(out_uri):
-                row.update(caption_uri=out_uri, caption_skipped=True)
+                saved = self.storage.read_parquet(out_uri, columns=["ir_caption_cost_usd"]).column(0).to_pylist()
+                row.update(caption_uri=out_uri, caption_skipped=True, caption_saved_usd=float(sum(x or 0 for x in saved)))
                 continue
             todo.append((i, row["part"], out_uri, *self._inputs(row["part"], set(selected))))
         if todo:
@@ -214,7 +252,9 @@ class CaptionPart:
                 rows[i].update(caption_uri=out_uri, caption_s=elapsed * len(ids) / max(1, len(flat["sample_id"])),
                                caption_requests=int(sum(cols["ir_caption_requests"])),
                                caption_new_cost_usd=float(sum(cols["ir_caption_new_cost_usd"])),
-                               caption_cache_hits=int(sum(cols["ir_caption_cache_hits"])), caption_failed=failed)
+                               caption_cache_hits=int(sum(cols["ir_caption_cache_hits"])), caption_failed=failed,
+                               caption_saved_usd=float(sum(cols["ir_caption_cost_usd"]) - sum(cols["ir_caption_new_cost_usd"])),
+                               caption_rows=len(ids))
         return {key: [r[key] for r in rows] for key in rows[0]}
 
     def _inputs(self, part: str, selected: set[str]):
@@ -237,6 +277,9 @@ def run_write_part(row: dict, cfg: BuildConfig, storage: Storage, ingest_fp: str
     """Pass 2c: join a part's ingest rows, assignment, IR and captions; write triplets and rejects."""
     layout = Layout(cfg.output)
     part = row["part"]
+    t0 = time.perf_counter()
+    if row.get("translate_stopped"):  # budget cap: nothing written, a rerun picks it up
+        return {"part": part, "triplets": 0, "rejects": 0, "pending": 1, "write_s": 0.0}
     assign = json.loads(row["assign"])
     ing = storage.read_parquet(layout.ingest(ingest_fp, part)).to_pylist()
     ir = {r["sample_id"]: r for r in storage.read_parquet(layout.ir(translate_fp, part)).to_pylist()}
@@ -282,7 +325,8 @@ def run_write_part(row: dict, cfg: BuildConfig, storage: Storage, ingest_fp: str
         storage.write_parquet(layout.triplets(part), pa.Table.from_pylist(triplets, schema=TRIPLET_SCHEMA))
     if rejects:
         storage.write_parquet(layout.rejects(part), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
-    return {"part": part, "triplets": len(triplets), "rejects": len(rejects)}
+    return {"part": part, "triplets": len(triplets), "rejects": len(rejects), "pending": 0,
+            "write_s": time.perf_counter() - t0}
 
 
 TRIPLET_SCHEMA = pa.schema([
@@ -378,94 +422,107 @@ def init_ray(cfg: BuildConfig) -> None:
     ctx.enable_progress_bars = True
 
 
+class BuildInterrupted(Exception):
+    """SIGTERM (ray job stop): stop now, keep what is committed, write the ledger."""
+
+
 def build(cfg: BuildConfig) -> dict:
-    """Run the whole build; returns the manifest (also written to OUTPUT/manifest.json)."""
+    """Run the whole build; returns the manifest (also written to OUTPUT/manifest.json).
+
+    A rerun with the same output resumes: committed stage files are reused (docs/pipeline.md).
+    The run's ledger is written however the run ends (OUTPUT/ledger/<run>.json).
+    """
+    storage = Storage.from_config(cfg.storage)
+    ledger = RunLedger(output=cfg.output, config_fingerprint=cfg.fingerprint(),
+                       prices={"gpu_hour_usd": cfg.cost.gpu_hour_usd, "cpu_hour_usd": cfg.cost.cpu_hour_usd})
+    init_ray(cfg)  # first: ray.init installs SIGTERM handling of its own, which ours must replace
+    got_sigterm, restore = _on_sigterm()
+    try:
+        manifest = _build(cfg, storage, ledger)
+    except BaseException as e:
+        # Ray Data may wrap the exception raised in the signal handler: trust the flag.
+        if isinstance(e, BuildInterrupted) or got_sigterm:
+            ledger.write(storage, "interrupted")
+            raise BuildInterrupted("SIGTERM") from e
+        ledger.write(storage, "failed")
+        raise
+    finally:
+        restore()
+    ledger.write(storage, manifest["status"])
+    return manifest
+
+
+def _on_sigterm():
+    import signal
+    import threading
+
+    flag: list[bool] = []  # truthy once SIGTERM arrived
+    if threading.current_thread() is not threading.main_thread():
+        return flag, lambda: None
+
+    def handler(signum, frame):
+        flag.append(True)
+        raise BuildInterrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return flag, lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger) -> dict:
     import ray
-    from ray.data import ActorPoolStrategy
 
     t_start = time.time()
-    storage = Storage.from_config(cfg.storage)
     layout = Layout(cfg.output)
-    init_ray(cfg)
-    ingest_fp = ingest_fingerprint(cfg)
-    translate_fp = translate_fingerprint(cfg, ingest_fp)
-    caption_fp = caption_fingerprint(cfg, translate_fp)
+    # A process killed mid-write leaves a temporary file (never a half-written real one): sweep.
+    for uri in storage.list_files(cfg.output, "*.tmp-*", recursive=True):
+        storage.delete(uri)
+    fps = {"ingest": ingest_fingerprint(cfg)}
+    fps["translate"] = translate_fingerprint(cfg, fps["ingest"])
+    fps["caption"] = caption_fingerprint(cfg, fps["translate"])
     timings: dict[str, float] = {}
 
-    # ---- pass 1: ingest -------------------------------------------------------------
     t0 = time.time()
-    units = [u for src in cfg.sources for u in plan_units(src, storage, cfg.ingest.records_per_unit)]
-    log.info("planned %d work units over %d sources", len(units), len(cfg.sources))
-    ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=max(1, len(units)))
-    ds = ds.map_batches(lambda b: _per_row(b, lambda r: run_ingest_unit(r, cfg, storage, ingest_fp)),
-                        batch_size=1, num_cpus=cfg.ray.ingest_num_cpus)
-    unit_stats = ds.take_all()
-    parts = [p["part"] for u in sorted(unit_stats, key=lambda u: u["unit_id"]) for p in json.loads(u["parts"])]
-    timings["ingest_s"] = time.time() - t0
+    units, parts = _pass1_ingest(cfg, storage, fps, ledger)
+    timings["ingest_s"] = ledger.stages["ingest"].wall_s = time.time() - t0
 
-    # ---- driver: dedup, groups, split, subset ------------------------------------------
     t0 = time.time()
-    per_part, plan_summary = plan_and_assign(cfg, storage, ingest_fp, parts)
+    per_part, plan_summary = plan_and_assign(cfg, storage, fps["ingest"], parts)
     timings["plan_s"] = time.time() - t0
 
-    # ---- pass 2: translate → caption → write ---------------------------------------------
     t0 = time.time()
-    items = [{"part": p, "assign": json.dumps(per_part[p])} for p in parts]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    tc = cfg.translate
-    ds = ds.map_batches(TranslatePart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, ingest_fp=ingest_fp,
-                                                                  translate_fp=translate_fp),
-                        batch_size=1, compute=ActorPoolStrategy(min_size=tc.min_actors, max_size=tc.max_actors),
-                        num_cpus=tc.num_cpus, num_gpus=tc.num_gpus or None)
-    cc = cfg.caption
-    limiter = None
-    if cc.backend == "openai":
-        # One limiter for every caption actor: the API's limits are per key, not per actor.
-        from .caption.openai_api import RateLimiter
-
-        limiter = ray.remote(RateLimiter).options(num_cpus=0, max_concurrency=64).remote(
-            cc.requests_per_minute, cc.tokens_per_minute, cc.budget_usd)
-    ds = ds.map_batches(CaptionPart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, ingest_fp=ingest_fp,
-                                                                translate_fp=translate_fp, caption_fp=caption_fp,
-                                                                limiter=limiter),
-                        batch_size=cc.parts_per_call, compute=ActorPoolStrategy(min_size=cc.min_actors, max_size=cc.max_actors),
-                        num_cpus=cc.num_cpus)
-    passthrough = ("translate_skipped", "caption_skipped", "caption_requests", "caption_new_cost_usd",
-                   "caption_cache_hits", "caption_failed")
-    ds = ds.map_batches(lambda b: _per_row(b, lambda r: {**run_write_part(r, cfg, storage, ingest_fp, translate_fp),
-                                                         **{k: r[k] for k in passthrough}}),
-                        batch_size=1, num_cpus=cfg.ray.write_num_cpus)
-    part_stats = ds.take_all()
+    part_stats, limiter_state = _pass2(cfg, storage, fps, per_part, parts, ledger)
     timings["translate_caption_write_s"] = time.time() - t0
 
     # Parts written by an earlier build with other settings must not linger in the output.
     expected = {layout.triplets(s["part"]) for s in part_stats if s["triplets"]}
     expected |= {layout.rejects(s["part"]) for s in part_stats if s["rejects"]}
+    pending = sorted(s["part"] for s in part_stats if s["pending"])
     for d in (layout.triplets(), layout.rejects()):
         for uri in storage.list_files(d, "*.parquet"):
-            if uri not in expected:
+            if uri not in expected and uri.rsplit("/", 1)[-1].removesuffix(".parquet") not in pending:
                 storage.delete(uri)
 
     timings["total_s"] = time.time() - t_start
     identity = {"translator": make_translator(cfg).identity(), "captioner": make_captioner(cfg, storage).identity()}
-    if limiter is not None:
-        manifest_limiter = ray.get(limiter.state.remote())
-        identity["caption_limiter"] = manifest_limiter  # spend this run, breaker state
-        ray.kill(limiter)
+    if limiter_state:
+        identity["caption_limiter"] = limiter_state  # spend this run, breaker state
     manifest = {
         "fusionrs_version": __version__,
+        "status": "stopped:gpu_budget" if pending else "completed",
+        "pending_parts": pending,
+        "run_id": ledger.run_id,
         "config_fingerprint": cfg.fingerprint(),
-        "stage_fingerprints": {"ingest": ingest_fp, "translate": translate_fp, "caption": caption_fp},
+        "stage_fingerprints": fps,
         **identity,
         "packages": package_versions(),
         "units": len(units), "parts": len(parts),
-        "work": {"ingest_units_skipped": sum(bool(u["skipped"]) for u in unit_stats),
-                 "translate_parts_skipped": sum(bool(s["translate_skipped"]) for s in part_stats),
-                 "caption_parts_skipped": sum(bool(s["caption_skipped"]) for s in part_stats),
-                 "caption_requests": sum(int(s["caption_requests"]) for s in part_stats),
-                 "caption_cache_hits": sum(int(s["caption_cache_hits"]) for s in part_stats),
+        "work": {"ingest_units_skipped": ledger.stages["ingest"].skipped,
+                 "translate_parts_skipped": ledger.stages["translate"].skipped,
+                 "caption_parts_skipped": ledger.stages["caption"].skipped,
+                 "caption_requests": ledger.stages["caption"].api_requests,
+                 "caption_cache_hits": ledger.stages["caption"].api_cache_hits,
                  "caption_rows_unfinished": sum(int(s["caption_failed"]) for s in part_stats),
-                 "api_new_spend_usd": round(sum(float(s["caption_new_cost_usd"]) for s in part_stats), 6)},
+                 "api_new_spend_usd": round(ledger.stages["caption"].api_usd, 6)},
         "plan": plan_summary,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "created_unix": int(t_start),
@@ -474,6 +531,97 @@ def build(cfg: BuildConfig) -> dict:
     manifest.update(write_reports(cfg, storage, layout, manifest))
     storage.write_text(layout.file("manifest.json"), json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+def _pass1_ingest(cfg: BuildConfig, storage: Storage, fps: dict, ledger: RunLedger) -> tuple[list, list[str]]:
+    import ray
+
+    units = [u for src in cfg.sources for u in plan_units(src, storage, cfg.ingest.records_per_unit)]
+    log.info("planned %d work units over %d sources", len(units), len(cfg.sources))
+    ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=max(1, len(units)))
+    ds = ds.map_batches(lambda b: _per_row(b, lambda r: run_ingest_unit(r, cfg, storage, fps["ingest"])),
+                        batch_size=1, num_cpus=cfg.ray.ingest_num_cpus)
+    st, unit_parts = ledger.stages["ingest"], {}
+    for u in ds.iter_rows():  # streamed: an interrupted run still knows what it did
+        st.units += 1
+        st.skipped += bool(u["skipped"])
+        st.rows += int(u["rows"])
+        st.busy_s += float(u["busy_s"])
+        st.saved_s += float(u["saved_s"])
+        st.cpu_usd = st.busy_s * cfg.ray.ingest_num_cpus * cfg.cost.cpu_hour_usd / 3600
+        st.saved_usd = st.saved_s * cfg.ray.ingest_num_cpus * cfg.cost.cpu_hour_usd / 3600
+        unit_parts[u["unit_id"]] = [p["part"] for p in json.loads(u["parts"])]
+    return units, [p for uid in sorted(unit_parts) for p in unit_parts[uid]]
+
+
+def _pass2(cfg: BuildConfig, storage: Storage, fps: dict, per_part: dict, parts: list[str], ledger: RunLedger):
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    items = [{"part": p, "assign": json.dumps(per_part[p])} for p in parts]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    tc, cc = cfg.translate, cfg.caption
+    keeper = None
+    if cfg.cost.max_gpu_usd:
+        keeper = ray.remote(BudgetKeeper).options(num_cpus=0).remote(cfg.cost.max_gpu_usd, cfg.cost.gpu_hour_usd)
+    ds = ds.map_batches(TranslatePart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, ingest_fp=fps["ingest"],
+                                                                  translate_fp=fps["translate"], keeper=keeper),
+                        batch_size=1, compute=ActorPoolStrategy(min_size=tc.min_actors, max_size=tc.max_actors),
+                        num_cpus=tc.num_cpus, num_gpus=tc.num_gpus or None)
+    limiter = None
+    if cc.backend == "openai":
+        # One limiter for every caption actor: the API's limits are per key, not per actor.
+        from .caption.openai_api import RateLimiter
+
+        limiter = ray.remote(RateLimiter).options(num_cpus=0, max_concurrency=64).remote(
+            cc.requests_per_minute, cc.tokens_per_minute, cc.budget_usd)
+    ds = ds.map_batches(CaptionPart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, ingest_fp=fps["ingest"],
+                                                                translate_fp=fps["translate"], caption_fp=fps["caption"],
+                                                                limiter=limiter),
+                        batch_size=cc.parts_per_call, compute=ActorPoolStrategy(min_size=cc.min_actors, max_size=cc.max_actors),
+                        num_cpus=cc.num_cpus)
+    keep = ("translate_skipped", "translate_stopped", "translate_s", "translate_saved_s", "translated_rows",
+            "caption_skipped", "caption_s", "caption_requests", "caption_new_cost_usd", "caption_cache_hits",
+            "caption_failed", "caption_saved_usd", "caption_rows")
+    ds = ds.map_batches(lambda b: _per_row(b, lambda r: {**run_write_part(r, cfg, storage, fps["ingest"], fps["translate"]),
+                                                         **{k: r[k] for k in keep}}),
+                        batch_size=1, num_cpus=cfg.ray.write_num_cpus)
+    t0, stats = time.time(), []
+    gpu_rate, cpu_rate = cfg.cost.gpu_hour_usd / 3600, cfg.cost.cpu_hour_usd / 3600
+    tr, ca, wr = ledger.stages["translate"], ledger.stages["caption"], ledger.stages["write"]
+    for s in ds.iter_rows():
+        stats.append(s)
+        tr.units += 1
+        tr.skipped += bool(s["translate_skipped"])
+        tr.stopped += bool(s["translate_stopped"])
+        tr.rows += int(s["translated_rows"])
+        tr.busy_s += float(s["translate_s"])
+        tr.gpu_s = tr.busy_s * (tc.num_gpus or 0)
+        tr.gpu_usd = tr.gpu_s * gpu_rate
+        tr.cpu_usd = tr.busy_s * tc.num_cpus * cpu_rate
+        tr.saved_s += float(s["translate_saved_s"])
+        tr.saved_gpu_s = tr.saved_s * (tc.num_gpus or 0)
+        tr.saved_usd = tr.saved_gpu_s * gpu_rate + tr.saved_s * tc.num_cpus * cpu_rate
+        ca.units += 1
+        ca.skipped += bool(s["caption_skipped"])
+        ca.rows += int(s["caption_rows"])
+        ca.busy_s += float(s["caption_s"])
+        ca.api_requests += int(s["caption_requests"])
+        ca.api_cache_hits += int(s["caption_cache_hits"])
+        ca.api_usd += float(s["caption_new_cost_usd"])
+        ca.saved_usd += float(s["caption_saved_usd"])
+        wr.units += 1
+        wr.rows += int(s["triplets"]) + int(s["rejects"])
+        wr.busy_s += float(s["write_s"])
+        wr.cpu_usd = wr.busy_s * cfg.ray.write_num_cpus * cpu_rate
+        tr.wall_s = ca.wall_s = wr.wall_s = time.time() - t0
+    limiter_state = None
+    if limiter is not None:
+        limiter_state = ray.get(limiter.state.remote())
+        ray.kill(limiter)
+    if keeper is not None:
+        ray.kill(keeper)
+    return stats, limiter_state
 
 
 def package_versions() -> dict[str, str]:

@@ -3,6 +3,7 @@
     fusionrs demo [--out out/demo]                      sample data + build, CPU only, no keys
     fusionrs sample OUT [--per-source N] [--seed S]     generated sources in the five formats
     fusionrs build --config CONFIG [key=value ...]      the build (same as python -m jobs.build_dataset)
+    fusionrs cost OUTPUT                                the cost ledger: per run, per stage, work reused
     fusionrs tiny-model diffv2ir OUT                    a tiny random DiffV2IR (LDM format) for smoke tests
     fusionrs convert-diffv2ir CKPT OUT_DIR [--sha256]   LDM checkpoint → diffusers folder
 """
@@ -28,13 +29,21 @@ def cmd_build(args) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    from .build import build
+    from .build import BuildInterrupted, build
 
     t0 = time.time()
-    manifest = build(cfg)
+    try:
+        manifest = build(cfg)
+    except BuildInterrupted:
+        print(f"stopped (SIGTERM); committed work is kept; rerun the same command to resume. Ledger: {cfg.output}/ledger/",
+              file=sys.stderr)
+        return 143
     c = manifest["counts"]
     print(f"\nbuilt {c['triplets']:,} triplets, {c['rejects']:,} rejects in {time.time() - t0:.1f}s")
-    print(f"outputs under {cfg.output}: triplets/ rejects/ manifest.json stats.md README.md config.yaml")
+    print(f"outputs under {cfg.output}: triplets/ rejects/ manifest.json stats.md README.md config.yaml ledger/")
+    if manifest["status"] != "completed":
+        print(f"status {manifest['status']}: {len(manifest['pending_parts'])} parts pending; rerun to continue")
+    print(f"cost: fusionrs cost {cfg.output}")
     return 0
 
 
@@ -65,6 +74,19 @@ def cmd_demo(args) -> int:
     print(f"  triplets     : {cfg.output}/triplets/   rejects: {cfg.output}/rejects/")
     print(f"  manifest     : {cfg.output}/manifest.json")
     print("rebuild with changes, e.g.:  fusionrs build --config configs/demo.yaml output=out/demo-2 split.seed=3")
+    return 0
+
+
+def cmd_cost(args) -> int:
+    from .config import StorageConfig
+    from .ledger import format_ledgers, read_ledgers
+    from .storage import Storage
+
+    runs = read_ledgers(Storage.from_config(StorageConfig()), args.output)
+    if not runs:
+        print(f"no ledger under {args.output}/ledger", file=sys.stderr)
+        return 1
+    print(format_ledgers(runs[-args.last:] if args.last else runs))
     return 0
 
 
@@ -112,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--per-source", type=int, default=40)
     d.add_argument("overrides", nargs="*")
     d.set_defaults(fn=cmd_demo)
+    k = sub.add_parser("cost", help="print the cost ledger of a build output (per run, per stage)")
+    k.add_argument("output", help="the build's output URI")
+    k.add_argument("--last", type=int, default=0, help="only the last N runs")
+    k.set_defaults(fn=cmd_cost)
     c = sub.add_parser("convert-diffv2ir", help="LDM DiffV2IR checkpoint → diffusers folder (safetensors)")
     c.add_argument("ckpt")
     c.add_argument("out")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import posixpath
 import types
 import typing
 from dataclasses import dataclass, field
@@ -266,6 +268,21 @@ class IRFilterConfig:
 
 
 @dataclass(kw_only=True)
+class CostConfig:
+    """Prices for the ledger and a GPU budget cap (the API cap is caption.budget_usd)."""
+
+    gpu_hour_usd: float = 0.0  # one GPU-hour of the translate pool's node type (e.g. spot price / GPUs per node)
+    cpu_hour_usd: float = 0.0  # one CPU-core-hour
+    max_gpu_usd: float = 0.0  # 0 = no cap; past it, untranslated parts stay pending and the run stops cleanly
+
+    def validate(self, where: str) -> None:
+        for k in ("gpu_hour_usd", "cpu_hour_usd", "max_gpu_usd"):
+            _range(f"{where}.{k}", getattr(self, k), 0.0, 1e12)
+        if self.max_gpu_usd and not self.gpu_hour_usd:
+            raise ConfigError(f"{where}.max_gpu_usd needs {where}.gpu_hour_usd to price GPU time")
+
+
+@dataclass(kw_only=True)
 class RayConfig:
     address: str = ""  # empty: RAY_ADDRESS from the environment, else a local instance
     num_cpus: int = 0  # local instance only; 0 = all cores
@@ -286,6 +303,7 @@ class BuildConfig:
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     ir_filter: IRFilterConfig = field(default_factory=IRFilterConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self) -> None:
@@ -309,7 +327,7 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fingerprint(self, *, exclude: tuple[str, ...] = ("output", "ray", "storage")) -> str:
+    def fingerprint(self, *, exclude: tuple[str, ...] = ("output", "ray", "storage", "cost")) -> str:
         """Hash of what determines the outputs: where they go and how Ray runs do not count."""
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         return stable_hash(d)
@@ -435,8 +453,27 @@ def load_config(path: str | Path | None, overrides: list[str] = (), cls: type = 
             pass  # the YAML alone may be incomplete (e.g. output given on the command line)
         data = apply_overrides(data, list(overrides))
     cfg = from_dict(cls, data)
+    for src in getattr(cfg, "sources", []):
+        # Relative local roots resolve against the working directory, once: the same source then
+        # has the same fingerprint however it was written (reruns skip what is done).
+        if "://" not in src.root and not os.path.isabs(src.root):
+            src.root = os.path.abspath(src.root)
+        if src.annotations:
+            src.annotations = _full_uri(src.root, src.annotations)
     cfg.validate()
     return cfg
+
+
+def _full_uri(root: str, rel: str) -> str:
+    """`rel` resolved against `root` (unless absolute), with `..` folded: one spelling per file."""
+    if "://" in rel or rel.startswith("/"):
+        uri = rel
+    else:
+        uri = root.rstrip("/") + "/" + rel
+    scheme, sep, path = uri.partition("://")
+    if not sep:
+        return os.path.normpath(uri)
+    return f"{scheme}://{posixpath.normpath(path)}"
 
 
 def to_yaml(cfg: Any) -> str:

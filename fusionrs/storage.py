@@ -65,6 +65,13 @@ class Storage:
                 out.append(join(uri, rel))
         return sorted(out)
 
+    def parquet_metadata(self, uri: str) -> dict[str, str]:
+        """Key-value metadata of a Parquet file (footer read only)."""
+        fs, path = self.resolve(uri)
+        with fs.open_input_file(path) as f:
+            md = pq.read_schema(f).metadata or {}
+        return {k.decode(): v.decode() for k, v in md.items() if not k.startswith(b"ARROW")}
+
     def read_parquet(self, uri: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = self.resolve(uri)
         return pq.read_table(path, filesystem=fs, columns=columns)

@@ -1,0 +1,33 @@
+"""Remove a worker node (allow_graceful=False) in the middle of a build; the build must finish
+with exactly the expected sample ids, each once.  Usage: node_loss.py BUILD_YAML OUT"""
+
+import sys
+import threading
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from tests.chaos.common import expected_ids, output_ids, report, wait_for
+
+build_yaml, out = Path(sys.argv[1]), Path(sys.argv[2])
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+worker = cluster.add_node(num_cpus=2)
+ray.init(address=cluster.address, log_to_driver=False)
+
+from fusionrs.build import build  # noqa: E402
+from fusionrs.config import load_config  # noqa: E402
+
+cfg = load_config(build_yaml, [f"output={out}", "translate.num_cpus=0.5"])
+result = {}
+t = threading.Thread(target=lambda: result.update(m=build(cfg)), daemon=True)
+t.start()
+ir_dir = out / "_stage" / "ir"
+started = wait_for(lambda: ir_dir.exists() and any(ir_dir.rglob("*.parquet")), 180)
+cluster.remove_node(worker, allow_graceful=False)  # from the main thread, as Cluster requires
+t.join(300)
+ids = output_ids(out)
+report(started=started, finished="m" in result, n=len(ids), unique=len(set(ids)),
+       exact=set(ids) == expected_ids(build_yaml))
+ray.shutdown()
+cluster.shutdown()
