@@ -201,7 +201,7 @@ class CaptionPart:
     """
 
     OUT_COLUMNS = ("ir_aware_caption", "ir_caption_raw_status", "ir_caption_cost_usd", "ir_caption_new_cost_usd",
-                   "ir_caption_requests", "ir_caption_cache_hits")
+                   "ir_caption_requests", "ir_caption_cache_hits", "ir_caption_tokens_in", "ir_caption_tokens_out")
 
     def __init__(self, cfg: BuildConfig, storage: Storage, ingest_fp: str, translate_fp: str, caption_fp: str,
                  limiter=None):
@@ -218,7 +218,7 @@ class CaptionPart:
             out_uri = self.layout.caption(self.fp, row["part"], stable_hash(selected, 12))
             row.update(caption_uri="", caption_skipped=False, caption_s=0.0, caption_requests=0,
                        caption_new_cost_usd=0.0, caption_cache_hits=0, caption_failed=0, caption_saved_usd=0.0,
-                       caption_rows=0)
+                       caption_rows=0, caption_tokens_in=0, caption_tokens_out=0)
             if not selected or row.get("translate_stopped"):
                 continue
             if self.storage.exists(out_uri):
@@ -254,7 +254,8 @@ class CaptionPart:
                                caption_new_cost_usd=float(sum(cols["ir_caption_new_cost_usd"])),
                                caption_cache_hits=int(sum(cols["ir_caption_cache_hits"])), caption_failed=failed,
                                caption_saved_usd=float(sum(cols["ir_caption_cost_usd"]) - sum(cols["ir_caption_new_cost_usd"])),
-                               caption_rows=len(ids))
+                               caption_rows=len(ids), caption_tokens_in=int(sum(cols["ir_caption_tokens_in"])),
+                               caption_tokens_out=int(sum(cols["ir_caption_tokens_out"])))
         return {key: [r[key] for r in rows] for key in rows[0]}
 
     def _inputs(self, part: str, selected: set[str]):
@@ -582,7 +583,7 @@ def _pass2(cfg: BuildConfig, storage: Storage, fps: dict, per_part: dict, parts:
                         num_cpus=cc.num_cpus)
     keep = ("translate_skipped", "translate_stopped", "translate_s", "translate_saved_s", "translated_rows",
             "caption_skipped", "caption_s", "caption_requests", "caption_new_cost_usd", "caption_cache_hits",
-            "caption_failed", "caption_saved_usd", "caption_rows")
+            "caption_failed", "caption_saved_usd", "caption_rows", "caption_tokens_in", "caption_tokens_out")
     ds = ds.map_batches(lambda b: _per_row(b, lambda r: {**run_write_part(r, cfg, storage, fps["ingest"], fps["translate"]),
                                                          **{k: r[k] for k in keep}}),
                         batch_size=1, num_cpus=cfg.ray.write_num_cpus)
@@ -609,6 +610,8 @@ def _pass2(cfg: BuildConfig, storage: Storage, fps: dict, per_part: dict, parts:
         ca.api_requests += int(s["caption_requests"])
         ca.api_cache_hits += int(s["caption_cache_hits"])
         ca.api_usd += float(s["caption_new_cost_usd"])
+        ca.api_tokens_in += int(s["caption_tokens_in"])
+        ca.api_tokens_out += int(s["caption_tokens_out"])
         ca.saved_usd += float(s["caption_saved_usd"])
         wr.units += 1
         wr.rows += int(s["triplets"]) + int(s["rejects"])

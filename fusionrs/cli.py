@@ -60,15 +60,21 @@ def cmd_demo(args) -> int:
     from .sample import write_sample
 
     t0 = time.time()
-    print(f"[1/2] generating sample sources under {args.out}/sample ...", flush=True)
+    print(f"[1/3] generating sample sources under {args.out}/sample ...", flush=True)
     info = write_sample(f"{args.out}/sample", per_source=args.per_source, seed=0)
     print(f"      {info['records']} records ({info['planted']} planted problems)")
-    print("[2/2] building the dataset on a local Ray instance ...", flush=True)
+    print("[2/3] building the dataset on a local Ray instance ...", flush=True)
     cfg = load_config(info["build_config"], [f"output={args.out}/build", *args.overrides])
     manifest = build(cfg)
     c = manifest["counts"]
+    clip_md = ""
+    if not args.skip_clip:
+        clip_md = _demo_clip(args.out, cfg.output)
     print("\n" + "=" * 72)
     print(f"demo finished in {time.time() - t0:.0f}s: {c['triplets']} triplets, {c['rejects']} rejects")
+    if clip_md:
+        print(clip_md)
+        print(f"  retrieval    : {args.out}/eval/retrieval.md (and .json)")
     print(f"  dataset card : {cfg.output}/README.md")
     print(f"  statistics   : {cfg.output}/stats.md")
     print(f"  triplets     : {cfg.output}/triplets/   rejects: {cfg.output}/rejects/")
@@ -112,8 +118,36 @@ def cmd_tiny_model(args) -> int:
         print(f"wrote {path} (+ {path.with_suffix('.yaml').name}); convert it with:\n"
               f"  fusionrs convert-diffv2ir {path} {args.out}/converted")
         return 0
+    if args.kind == "clip":
+        from .clip.model import write_tiny_clip
+
+        info = write_tiny_clip(args.out, seed=args.seed)
+        print(json.dumps(info, indent=1))
+        print(f"use it with: model={info['model']} model_config={info['model_config']} pretrained={info['pretrained']}")
+        return 0
     print(f"tiny-model: unknown kind {args.kind!r}", file=sys.stderr)
     return 2
+
+
+def _demo_clip(out: str, data: str) -> str:
+    """Train the tiny CLIP on the demo build (configs/clip-demo.yaml settings) and evaluate it
+    against the untrained model on the test split."""
+    from .clip.model import write_tiny_clip
+    from .clip.train import ClipTrainConfig, train_clip
+    from .evaluation.clip_eval import evaluate_clip, write_results
+    from .evaluation.retrieval import markdown_table
+
+    print("[3/3] training a tiny tri-modal CLIP on it (Ray Train, 2 workers) and evaluating ...", flush=True)
+    tiny = write_tiny_clip(f"{out}/tiny-clip")
+    cfg = ClipTrainConfig(data=data, name="clip-demo", storage_path=f"{out}/train", model=tiny["model"],
+                          model_config=tiny["model_config"], pretrained=tiny["pretrained"], lr=1e-3, warmup_steps=5,
+                          epochs=6, batch_size=16, num_workers=2, cpus_per_worker=0.5, strategy="ddp",
+                          checkpoint_every=1000)
+    _, exports = train_clip(cfg)
+    results = {name: evaluate_clip(data, "test", tiny["model"], ck, tiny["model_config"])
+               for name, ck in (("untrained tiny CLIP", tiny["pretrained"]), ("trained tiny CLIP", exports["best"]))}
+    write_results(results, f"{out}/eval")
+    return markdown_table({k: v["overall"] for k, v in results.items()}, "Retrieval on the demo's test split (%)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="sample + build on the embedded default (CPU, offline)")
     d.add_argument("--out", default="out/demo")
     d.add_argument("--per-source", type=int, default=40)
+    d.add_argument("--skip-clip", action="store_true", help="build only; no CLIP training and evaluation")
     d.add_argument("overrides", nargs="*")
     d.set_defaults(fn=cmd_demo)
     k = sub.add_parser("cost", help="print the cost ledger of a build output (per run, per stage)")
@@ -146,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
     c.set_defaults(fn=cmd_convert_diffv2ir)
     t = sub.add_parser("tiny-model", help="write a tiny random model in the real on-disk format (debug model)")
-    t.add_argument("kind", choices=["diffv2ir"])
+    t.add_argument("kind", choices=["diffv2ir", "clip"])
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(fn=cmd_tiny_model)

@@ -32,6 +32,8 @@ class StageLedger:
     cpu_usd: float = 0.0
     api_requests: int = 0
     api_cache_hits: int = 0
+    api_tokens_in: int = 0  # paid in this run
+    api_tokens_out: int = 0
     api_usd: float = 0.0  # paid in this run
     saved_s: float = 0.0  # busy seconds that skipped work took when it was done
     saved_gpu_s: float = 0.0
@@ -56,7 +58,8 @@ class RunLedger:
         return {"usd": round(spent, 6), "gpu_usd": round(sum(x.gpu_usd for x in s), 6),
                 "api_usd": round(sum(x.api_usd for x in s), 6), "cpu_usd": round(sum(x.cpu_usd for x in s), 6),
                 "gpu_s": round(sum(x.gpu_s for x in s), 3), "saved_usd": round(sum(x.saved_usd for x in s), 6),
-                "api_requests": sum(x.api_requests for x in s)}
+                "api_requests": sum(x.api_requests for x in s),
+                "api_tokens": sum(x.api_tokens_in + x.api_tokens_out for x in s)}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,7 +96,8 @@ def format_ledgers(runs: list[dict]) -> str:
                                      f"{s['gpu_s']:.1f}", f"{s['gpu_usd']:.4f}", s["api_requests"], s["api_cache_hits"],
                                      f"{s['api_usd']:.4f}", f"{s['cpu_usd']:.4f}", f"{s['saved_s']:.1f}", f"{s['saved_usd']:.4f}"))
         lines.append(f"total: ${t['usd']:.4f} spent (GPU ${t['gpu_usd']:.4f}, API ${t['api_usd']:.4f}, CPU ${t['cpu_usd']:.4f}); "
-                     f"${t['saved_usd']:.4f} of earlier work reused; {t['api_requests']} API requests")
+                     f"${t['saved_usd']:.4f} of earlier work reused; {t['api_requests']} API requests, "
+                     f"{t.get('api_tokens', 0)} tokens")
         lines.append("")
     if len(runs) > 1:
         lines.append(f"all {len(runs)} runs: ${sum(r['totals']['usd'] for r in runs):.4f} spent")

@@ -38,12 +38,19 @@ def test_openai_build_captions_subset_and_rerun_pays_nothing(ray_local, sample_s
             {r["ir_caption_status"] for r in selected}
         assert not srv.problems
         paid = len(srv.requests)
+        paid_ok = sum(1 for r in srv.requests if r["status"] == 200 and r["fault"] in ("ok", "colour"))
         assert m1["work"]["caption_requests"] == paid
         assert m1["counts"]["api_cost_usd"] == pytest.approx(0.0005 * (len(selected) + 1))  # + the regenerated one
 
         m2 = build(cfg)  # same build again: no request for anything already captioned
         assert len(srv.requests) == paid
         assert m2["work"]["api_new_spend_usd"] == 0.0 and m2["work"]["caption_parts_skipped"] > 0
+        from fusionrs.ledger import read_ledgers
+        from fusionrs.storage import Storage
+
+        l1, l2 = read_ledgers(Storage(), str(out))
+        assert l1["stages"]["caption"]["api_tokens_in"] == 900 * paid_ok and l1["stages"]["caption"]["api_tokens_out"] == 40 * paid_ok
+        assert l2["stages"]["caption"]["api_tokens_in"] == 0 and l2["totals"]["api_usd"] == 0
         assert triplets(out) == rows
 
     # The sentinel key appears in no output file and no captured log line.

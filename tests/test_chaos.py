@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import psutil
 import pytest
 
 from fusionrs.testing.fake_openai import FakeOpenAI
-from tests.chaos.common import expected_ids, output_ids, wait_for
+from tests.chaos.common import expected_ids, kill_head, output_ids, start_head, wait_for
 from tests.conftest import API_KEY, API_KEY_ENV
 
 pytestmark = pytest.mark.slow
@@ -47,6 +46,7 @@ def test_worker_node_lost_mid_build(sample_sources, tmp_path):
     assert r["n"] == r["unique"] and r["exact"], r
 
 
+@pytest.mark.isolated
 def test_translate_pool_demand_adds_gpu_nodes(sample_sources, tmp_path):
     r = run_script("autoscale.py", sample_sources / "build.yaml", tmp_path / "out")
     assert r["gpus_before"] == 0 and r["gpu_nodes_added"] >= 1 and r["status"] == "completed", r
@@ -93,43 +93,10 @@ def test_driver_killed_then_rerun_pays_nothing_twice(sample_sources, tmp_path):
     assert checked >= 3 and all(r["ir_caption_status"] == "accepted" for r in selected)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_head(temp_dir: str) -> None:
-    """Every process of the test's head has its private temp dir on its command line."""
-    victims = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if temp_dir in " ".join(proc.info["cmdline"] or []):
-            try:  # its agents and workers rename themselves "ray::...": take the whole tree
-                victims += [proc, *proc.children(recursive=True)]
-            except psutil.Error:
-                pass
-    for proc in victims:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-
-
 def test_job_submit_stop_resubmit(sample_sources, tmp_path):
-    import tempfile
-
-    # Its own temp dir (short: Ray's socket paths must stay under 108 bytes) and free ports for
-    # everything, so it never collides with another Ray on this machine.
-    temp_dir = tempfile.mkdtemp(prefix="frs", dir="/tmp")
-    port, dash = free_port(), free_port()
-    ports = {f"--{k}": free_port() for k in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                             "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port",
-                                             "node-manager-port", "object-manager-port")}
-    ray = str(BIN / "ray")
     e = env()
-    subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-                    "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-                    *(f"{k}={v}" for k, v in ports.items())], env=e, check=True, capture_output=True, timeout=120)
+    temp_dir, port, dash = start_head(2, ["--include-dashboard=true"], e)
+    ray = str(BIN / "ray")
     address = f"http://127.0.0.1:{dash}"
     out = tmp_path / "out"
     cmd = ["--", "python", "-m", "jobs.build_dataset", "--config", str(sample_sources / "build.yaml"), f"output={out}"]
@@ -168,4 +135,4 @@ def test_job_submit_stop_resubmit(sample_sources, tmp_path):
         logs = job("logs", "--address", address, "build-2").stdout + job("logs", "--address", address, "build-1").stdout
         assert os.environ["AWS_SECRET_ACCESS_KEY"] not in logs and API_KEY not in logs
     finally:
-        kill_head(temp_dir)
+        kill_head(temp_dir, port)

@@ -208,3 +208,18 @@ def test_build_with_tiny_diffv2ir(ray_local, sample_sources, tiny, tmp_path):
     assert rows and all(r["ir_status"] == "ok" for r in rows)
     assert all(Image.open(io.BytesIO(r["ir_jpeg"])).mode == "RGB" for r in rows[:10])
     assert m["counts"]["triplets"] == len(rows)
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "table.md"
+    p = subprocess.run([sys.executable, str(repo / "bench" / "translate_gpu.py"), "--tiny", "--batches", "1", "2",
+                        "--images", "2", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                       cwd=repo, env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    table = out.read_text()
+    assert "| batched | fp32 | off | 2 |" in table and "reference-equivalent" in table

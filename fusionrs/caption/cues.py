@@ -83,4 +83,5 @@ class CueCaptioner:
             cost.append(0.0)
         zeros = [0] * len(caps)
         return {**batch, "ir_aware_caption": caps, "ir_caption_raw_status": status, "ir_caption_cost_usd": cost,
-                "ir_caption_new_cost_usd": cost, "ir_caption_requests": zeros, "ir_caption_cache_hits": zeros}
+                "ir_caption_new_cost_usd": cost, "ir_caption_requests": zeros, "ir_caption_cache_hits": zeros,
+                "ir_caption_tokens_in": zeros, "ir_caption_tokens_out": zeros}

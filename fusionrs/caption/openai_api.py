@@ -213,6 +213,8 @@ class Outcome:
     new_cost: float  # what this run paid for it (0 when all came from the cache)
     requests: int  # HTTP requests sent in this run for this row (all attempts and retries)
     cache_hits: int
+    tokens_in: int = 0  # tokens paid in this run
+    tokens_out: int = 0
 
 
 class OpenAICaptioner:
@@ -257,7 +259,8 @@ class OpenAICaptioner:
         outs = asyncio.run(self.caption_all(list(batch["sample_id"]), list(batch["ir_jpeg"]), list(batch["caption"]), list(rgb)))
         return {**batch, "ir_aware_caption": [o.caption for o in outs], "ir_caption_raw_status": [o.status for o in outs],
                 "ir_caption_cost_usd": [o.cost for o in outs], "ir_caption_new_cost_usd": [o.new_cost for o in outs],
-                "ir_caption_requests": [o.requests for o in outs], "ir_caption_cache_hits": [o.cache_hits for o in outs]}
+                "ir_caption_requests": [o.requests for o in outs], "ir_caption_cache_hits": [o.cache_hits for o in outs],
+                "ir_caption_tokens_in": [o.tokens_in for o in outs], "ir_caption_tokens_out": [o.tokens_out for o in outs]}
 
     async def caption_all(self, ids, irs, caps, rgbs) -> list[Outcome]:
         import aiohttp
@@ -284,7 +287,7 @@ class OpenAICaptioner:
 
     async def caption_one(self, session, sample_id, ir, caption, rgb) -> Outcome:
         cost = new_cost = 0.0
-        requests = hits = 0
+        requests = hits = tok_in = tok_out = 0
         last: Outcome | None = None
         for attempt in range(self.cfg.regenerate + 1):
             payload, fp = self.serialize(self.request_body(caption, ir, rgb, attempt))
@@ -293,16 +296,18 @@ class OpenAICaptioner:
                 try:
                     rec, n = await self.request(session, payload)
                 except ApiError as e:
-                    return Outcome(None, f"failed:{e.code}", cost, new_cost, requests + e.requests, hits)
+                    return Outcome(None, f"failed:{e.code}", cost, new_cost, requests + e.requests, hits, tok_in, tok_out)
                 requests += n
                 rec.update(sample_id=sample_id, fingerprint=fp, attempt=attempt, created_unix=int(time.time()))
                 await self.cache.put(fp, rec)  # durable before the row moves on: never pay twice
                 new_cost += rec["cost_usd"]
+                tok_in += int(rec["usage"].get("prompt_tokens") or 0)
+                tok_out += int(rec["usage"].get("completion_tokens") or 0)
             else:
                 hits += 1
             cost += rec["cost_usd"]
             cap = parse_caption(rec.get("content", ""))
-            last = Outcome(cap, "ok" if cap else "failed:unparseable", cost, new_cost, requests, hits)
+            last = Outcome(cap, "ok" if cap else "failed:unparseable", cost, new_cost, requests, hits, tok_in, tok_out)
             if cap and (attempt == self.cfg.regenerate or not ir_caption_reasons(cap, caption, self.filter_cfg)):
                 return last  # accepted, or no attempt left to spend on it
         return last

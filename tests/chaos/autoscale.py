@@ -1,6 +1,7 @@
 """The translate pool's demand adds GPU nodes: an AutoscalingCluster with a fake GPU node type
 (min 0) and a head without GPUs; the pool (num_gpus=1, up to 2 actors) can only run there.
-Usage: autoscale.py BUILD_YAML OUT"""
+AutoscalingCluster runs `ray stop --force` (every Ray on the machine): the test that runs this
+is marked `isolated` and runs after the main suite.  Usage: autoscale.py BUILD_YAML OUT"""
 
 import sys
 from pathlib import Path

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval (six directions, R@K, Mean R), zero-shot classification, reports."""
