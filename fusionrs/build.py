@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -638,6 +637,3 @@ def package_versions() -> dict[str, str]:
             pass
     return out
 
-
-def counts(values) -> dict:
-    return dict(sorted(Counter(values).items()))

@@ -107,9 +107,6 @@ class Storage:
         if fs.get_file_info(path).type == pafs.FileType.File:
             fs.delete_file(path)
 
-    def pyarrow_fs(self, uri: str) -> tuple[pafs.FileSystem, str]:
-        return self.resolve(uri)
-
 
 @functools.lru_cache(maxsize=8)
 def _s3(endpoint: str, region: str) -> pafs.S3FileSystem:
