@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from fusionrs.testing.fake_openai import FakeOpenAI

@@ -30,11 +30,10 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from PIL import Image
 
-from ..storage import Storage, join
+from ..storage import Storage
 from .cache import ResponseCache
 from .ir_filter import ir_caption_reasons
 

@@ -8,7 +8,6 @@ import io
 import logging
 from collections import defaultdict
 
-import numpy as np
 from PIL import Image
 
 from ...images import encode_jpeg
