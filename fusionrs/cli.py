@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from .config import ConfigError, load_config
 
@@ -60,10 +61,10 @@ def cmd_demo(args) -> int:
     from .sample import write_sample
 
     t0 = time.time()
-    print(f"[1/3] generating sample sources under {args.out}/sample ...", flush=True)
+    print(f"[1/4] generating sample sources under {args.out}/sample ...", flush=True)
     info = write_sample(f"{args.out}/sample", per_source=args.per_source, seed=0)
     print(f"      {info['records']} records ({info['planted']} planted problems)")
-    print("[2/3] building the dataset on a local Ray instance ...", flush=True)
+    print("[2/4] building the dataset on a local Ray instance ...", flush=True)
     cfg = load_config(info["build_config"], [f"output={args.out}/build", *args.overrides])
     manifest = build(cfg)
     c = manifest["counts"]
@@ -129,20 +130,28 @@ def cmd_tiny_model(args) -> int:
     return 2
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "configs"  # the repository's recipes (the demo's too)
+
+
+def recipe(name: str) -> str:
+    path = RECIPES / name
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} not found: `fusionrs demo` runs from a clone of the repository")
+    return str(path)
+
+
 def _demo_clip(out: str, data: str) -> str:
-    """Train the tiny CLIP on the demo build (configs/clip-demo.yaml settings) and evaluate it
-    against the untrained model on the test split."""
+    """Train the tiny CLIP on the demo build (configs/clip-demo.yaml, paths pointed at this demo's
+    output) and evaluate it against the untrained model on the test split."""
     from .clip.model import write_tiny_clip
     from .clip.train import ClipTrainConfig, train_clip
     from .evaluation.clip_eval import evaluate_clip, write_results
     from .evaluation.retrieval import markdown_table
 
-    print("[3/3] training a tiny tri-modal CLIP on it (Ray Train, 2 workers) and evaluating ...", flush=True)
+    print("[3/4] training a tiny tri-modal CLIP on it (Ray Train, 2 workers) and evaluating ...", flush=True)
     tiny = write_tiny_clip(f"{out}/tiny-clip")
-    cfg = ClipTrainConfig(data=data, name="clip-demo", storage_path=f"{out}/train", model=tiny["model"],
-                          model_config=tiny["model_config"], pretrained=tiny["pretrained"], lr=1e-3, warmup_steps=5,
-                          epochs=6, batch_size=16, num_workers=2, cpus_per_worker=0.5, strategy="ddp",
-                          checkpoint_every=1000)
+    cfg = load_config(recipe("clip-demo.yaml"), [f"data={data}", f"storage_path={out}/train",
+                                                 *(f"{k}={v}" for k, v in tiny.items())], cls=ClipTrainConfig)
     _, exports = train_clip(cfg)
     results = {name: evaluate_clip(data, "test", tiny["model"], ck, tiny["model_config"])
                for name, ck in (("untrained tiny CLIP", tiny["pretrained"]), ("trained tiny CLIP", exports["best"]))}

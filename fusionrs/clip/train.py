@@ -174,6 +174,7 @@ def train_loop(config: dict) -> None:
     for epoch in range(epoch0, cfg.epochs):
         net.train()
         t0, seen = time.perf_counter(), 0
+        step_s, iter_s, t_iter = [], [], time.perf_counter()  # compute-only and whole-iteration times
         it = shard.iter_batches(batch_size=cfg.batch_size, drop_last=True, batch_format="numpy")
         for i, batch in enumerate(it):
             if i >= steps_per_epoch:
@@ -183,6 +184,7 @@ def train_loop(config: dict) -> None:
             if cfg.fail_at_step and step == cfg.fail_at_step and failed_once and not failed_once.exists():
                 failed_once.write_text("x")
                 raise RuntimeError(f"injected failure at step {step}")
+            t_step = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 feats = encode(unwrapped, {k: batch[k] for k in keys}, device)
                 loss, parts = trimodal_loss(feats, unwrapped.logit_scale, cfg.setting, cfg.rgb_ir_weight)
@@ -199,17 +201,27 @@ def train_loop(config: dict) -> None:
                 unwrapped.logit_scale.clamp_(0, math.log(100))  # the official code did not clamp
             step += 1
             seen += cfg.batch_size * world
+            now = time.perf_counter()
+            step_s.append(now - t_step)
+            iter_s.append(now - t_iter)
+            t_iter = now
             if step % cfg.checkpoint_every == 0:
                 save_and_report({"step": step, "epoch": epoch, "loss": float(loss), **parts,
                                  "samples_per_s": seen / (time.perf_counter() - t0)}, epoch)
         # End of epoch: validation retrieval on rank 0, best export, a checkpoint.
-        metrics = {"step": step, "epoch": epoch + 1, "loss": float(loss) if seen else float("nan")}
+        metrics = {"step": step, "epoch": epoch + 1, "loss": float(loss) if seen else float("nan"),
+                   # Medians skip the first step (first-call allocations, DeepSpeed warm-up).
+                   "step_s_median": _median(step_s[1:] or step_s), "iter_s_median": _median(iter_s[1:] or iter_s)}
         if rank == 0 and config.get("val_rows"):
             val = embed_rows(unwrapped, config["val_rows"], device)
             r = six_directions(val["emb"], val["sample_id"], val["caption_key"])
             metrics.update(val_mean_r=r["mean_r"], val_mean_all=r["mean_all"])
             best = max(best, r["mean_r"])
         save_and_report({**metrics, "best_val_mean_r": best}, epoch + 1, export=True)
+
+
+def _median(xs: list[float]) -> float:
+    return float(sorted(xs)[len(xs) // 2]) if xs else float("nan")
 
 
 def embed_rows(model, rows: dict, device, batch: int = 128) -> dict:
