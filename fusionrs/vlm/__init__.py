@@ -1,0 +1,1 @@
+"""VLM instruction tuning: instruction data, chat encoding, LoRA models, Ray Train trainer."""

@@ -1,0 +1,79 @@
+"""Chat rendering, tokenization and assistant-only labels, for any processor with a chat template.
+
+The prompt (system + user turn with the image and the instruction, ending in the assistant
+header) is rendered with `add_generation_prompt=True`; the full example adds the assistant turn.
+Both go through the processor, which expands the image placeholder into the model's image
+tokens, so the prompt's token count is exactly what to mask: labels are −100 over the prompt
+(system, instruction, image tokens, assistant header) and over padding; the response and its end
+token (`<|im_end|>` for Qwen) carry labels. The official code masks up to the last assistant
+header, which is the same set of tokens for these templates, but needs the header's token IDs of
+each model family.
+"""
+
+from __future__ import annotations
+
+import io
+
+IGNORE = -100
+
+
+def messages(instruction: str, response: str | None = None) -> list[dict]:
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+    if response is not None:
+        msgs.append({"role": "assistant", "content": [{"type": "text", "text": response}]})
+    return msgs
+
+
+def decode_image(jpeg: bytes):
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(jpeg))
+    img.load()
+    return img.convert("RGB")
+
+
+def encode_example(processor, image, instruction: str, response: str) -> dict:
+    """One training example: input_ids, attention_mask, labels (1-D lists) and the image tensors."""
+    prompt = processor.apply_chat_template(messages(instruction), tokenize=False, add_generation_prompt=True)
+    full = processor.apply_chat_template(messages(instruction, response), tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError("the chat template renders the prompt differently with and without the answer; "
+                         "assistant-only masking needs the prompt to be a prefix")
+    enc_prompt = processor(text=[prompt], images=[image], return_tensors="pt")
+    enc = processor(text=[full], images=[image], return_tensors="pt")
+    ids = enc["input_ids"][0]
+    n_prompt = enc_prompt["input_ids"].shape[1]
+    if not bool((ids[:n_prompt] == enc_prompt["input_ids"][0]).all()):
+        raise ValueError("prompt tokens are not a prefix of the full example's tokens")
+    labels = ids.clone()
+    labels[:n_prompt] = IGNORE
+    if int((labels != IGNORE).sum()) == 0:
+        raise ValueError("no supervised tokens: the response is empty after tokenization")
+    # Per-token tensors ([1, L]: ids, mask, token types) become 1-D; image tensors stay as they are.
+    out = {k: (v[0] if v.ndim == 2 and v.shape == enc["input_ids"].shape else v) for k, v in enc.items()}
+    out["labels"] = labels
+    return out
+
+
+def collate(examples: list[dict], pad_id: int) -> dict:
+    """Right-padded batch; image tensors concatenated (Qwen flattens patches across images)."""
+    import torch
+
+    n = max(len(e["input_ids"]) for e in examples)
+    fill = {"input_ids": pad_id, "labels": IGNORE}
+    batch = {}
+    for key, first in examples[0].items():
+        if first.ndim == 1 and len(first) == len(examples[0]["input_ids"]):  # per token: pad on the right
+            batch[key] = torch.stack([torch.nn.functional.pad(e[key], (0, n - len(e[key])), value=fill.get(key, 0))
+                                      for e in examples])
+        else:
+            batch[key] = torch.cat([e[key] for e in examples])
+    return batch
+
+
+def generation_inputs(processor, images: list, instructions: list[str]):
+    """Left-padded prompts for batched greedy decoding."""
+    processor.tokenizer.padding_side = "left"
+    prompts = [processor.apply_chat_template(messages(i), tokenize=False, add_generation_prompt=True)
+               for i in instructions]
+    return processor(text=prompts, images=images, return_tensors="pt", padding=True)

@@ -1,0 +1,93 @@
+"""`fusionrs tiny-model qwen2_5_vl OUT`: a tiny random Qwen2.5-VL in Hugging Face format.
+
+Everything a real checkpoint folder has — config, safetensors weights, a byte-level BPE
+tokenizer (trained here with `tokenizers` on the instruction texts and the caption lexicons),
+image and video processors, chat template, generation config — so recipes, LoRA, training,
+checkpoints and generation run through the same code path as Qwen2.5-VL-7B-Instruct. Users
+smoke-test a cluster with it before paying for the real model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+# Qwen2-VL's chat template for text and image content (the video branch is not used here).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TINY_PIXELS = 56 * 56  # 16 patches of 14 px → 4 image tokens after the 2×2 merge
+
+
+def _corpus() -> list[str]:
+    from ..lexicon import ENGLISH_WORDS, IR_CUE_WORDS
+    from .instructions import INSTRUCTIONS, OBJECTS, SCENES
+
+    words = sorted(ENGLISH_WORDS | IR_CUE_WORDS | {w for ws in OBJECTS.values() for w in ws}
+                   | {w for _, ks in SCENES for k in ks for w in k.split()})
+    lines = list(INSTRUCTIONS.values()) + [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
+    lines += ["seen in grayscale infrared style: bright structures stand out and dark, low-texture regions lie "
+              "across the scene, with high intensity contrast and clear structural outlines."]
+    return lines * 4
+
+
+def train_tokenizer(vocab_size: int = 2000):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # The byte alphabet is always in the vocabulary: any text encodes, unknown words as bytes.
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"})
+
+
+def write_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> str:
+    import torch
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer()
+    pixels = {"min_pixels": TINY_PIXELS, "max_pixels": TINY_PIXELS, "patch_size": 14, "merge_size": 2,
+              "temporal_patch_size": 2}
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=CHAT_TEMPLATE)
+    tid = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         # mrope sections sum to head_dim / 2 (16 / 2), as [16, 24, 24] does for 128.
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                         bos_token_id=tid("<|endoftext|>"), eos_token_id=tid("<|im_end|>"),
+                         pad_token_id=tid("<|endoftext|>"), tie_word_embeddings=True),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                           fullatt_block_indexes=[1]),
+        image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
+        vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"),
+        tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    # Tied embeddings at the usual std 0.02 cap every logit near 0 (|h|·|e| ≈ 8 × 0.16), so no
+    # adapter could move the output distribution; std 0.25 gives logits a real model's range.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, 0.25)
+    model.generation_config.eos_token_id = tid("<|im_end|>")
+    model.generation_config.pad_token_id = tid("<|endoftext|>")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return str(out)
