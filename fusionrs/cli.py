@@ -68,14 +68,19 @@ def cmd_demo(args) -> int:
     cfg = load_config(info["build_config"], [f"output={args.out}/build", *args.overrides])
     manifest = build(cfg)
     c = manifest["counts"]
-    clip_md = ""
+    clip_md = vlm_md = ""
     if not args.skip_clip:
         clip_md = _demo_clip(args.out, cfg.output)
+    if not args.skip_vlm:
+        vlm_md = _demo_vlm(args.out, cfg.output)
     print("\n" + "=" * 72)
     print(f"demo finished in {time.time() - t0:.0f}s: {c['triplets']} triplets, {c['rejects']} rejects")
     if clip_md:
         print(clip_md)
         print(f"  retrieval    : {args.out}/eval/retrieval.md (and .json)")
+    if vlm_md:
+        print(vlm_md)
+        print(f"  generative   : {args.out}/eval/vlm_results.md (and .json, predictions in vlm_predictions.jsonl)")
     print(f"  dataset card : {cfg.output}/README.md")
     print(f"  statistics   : {cfg.output}/stats.md")
     print(f"  triplets     : {cfg.output}/triplets/   rejects: {cfg.output}/rejects/")
@@ -126,6 +131,12 @@ def cmd_tiny_model(args) -> int:
         print(json.dumps(info, indent=1))
         print(f"use it with: model={info['model']} model_config={info['model_config']} pretrained={info['pretrained']}")
         return 0
+    if args.kind == "qwen2_5_vl":
+        from .vlm.tiny import write_tiny_qwen2_5_vl
+
+        path = write_tiny_qwen2_5_vl(args.out, seed=args.seed)
+        print(f"wrote a tiny Qwen2.5-VL (Hugging Face format) to {path}; use it with: model={path}")
+        return 0
     print(f"tiny-model: unknown kind {args.kind!r}", file=sys.stderr)
     return 2
 
@@ -159,6 +170,24 @@ def _demo_clip(out: str, data: str) -> str:
     return markdown_table({k: v["overall"] for k, v in results.items()}, "Retrieval on the demo's test split (%)")
 
 
+def _demo_vlm(out: str, data: str) -> str:
+    """LoRA-tune a tiny Qwen2.5-VL on the demo build (configs/vlm-demo.yaml) and evaluate the base
+    model and the adapter on the test split (four tasks, Table 5 layout)."""
+    from .evaluation.vlm_eval import evaluate_vlm, write_vlm_results
+    from .vlm.tiny import write_tiny_qwen2_5_vl
+    from .vlm.train import VlmTrainConfig, train_vlm
+
+    print("[4/4] LoRA-tuning a tiny Qwen2.5-VL on the IR-aware rows (Ray Train + DeepSpeed) and evaluating ...",
+          flush=True)
+    model = write_tiny_qwen2_5_vl(f"{out}/tiny-qwen2_5_vl")
+    cfg = load_config(recipe("vlm-demo.yaml"), [f"data={data}", f"storage_path={out}/train", f"model={model}"],
+                      cls=VlmTrainConfig)
+    _, adapter = train_vlm(cfg)
+    results = {"tiny Qwen2.5-VL (base)": evaluate_vlm(data, "test", model),
+               f"+ LoRA {cfg.setting}": evaluate_vlm(data, "test", model, adapter=adapter)}
+    return write_vlm_results(results, f"{out}/eval")
+
+
 def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     p = argparse.ArgumentParser(prog="fusionrs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="sample + build on the embedded default (CPU, offline)")
     d.add_argument("--out", default="out/demo")
     d.add_argument("--per-source", type=int, default=40)
-    d.add_argument("--skip-clip", action="store_true", help="build only; no CLIP training and evaluation")
+    d.add_argument("--skip-clip", action="store_true", help="no CLIP training and evaluation")
+    d.add_argument("--skip-vlm", action="store_true", help="no VLM LoRA training and evaluation")
     d.add_argument("overrides", nargs="*")
     d.set_defaults(fn=cmd_demo)
     k = sub.add_parser("cost", help="print the cost ledger of a build output (per run, per stage)")
@@ -190,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
     c.set_defaults(fn=cmd_convert_diffv2ir)
     t = sub.add_parser("tiny-model", help="write a tiny random model in the real on-disk format (debug model)")
-    t.add_argument("kind", choices=["diffv2ir", "clip"])
+    t.add_argument("kind", choices=["diffv2ir", "clip", "qwen2_5_vl"])
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(fn=cmd_tiny_model)

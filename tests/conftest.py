@@ -63,3 +63,16 @@ def sample_sources(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "src"
     write_sample(out, per_source=24, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_build(ray_local, tmp_path_factory):
+    """The demo's own data (shared by the CLIP and VLM tests): `fusionrs sample` at the demo size, built with the demo settings."""
+    from fusionrs.build import build
+    from fusionrs.config import load_config
+    from fusionrs.sample import write_sample
+
+    d = tmp_path_factory.mktemp("demo")
+    info = write_sample(d / "sample", per_source=40, seed=0)
+    build(load_config(info["build_config"], [f"output={d / 'build'}"]))
+    return d / "build"

@@ -100,19 +100,6 @@ def tiny_clip(tmp_path_factory):
     return write_tiny_clip(tmp_path_factory.mktemp("tinyclip"))
 
 
-@pytest.fixture(scope="module")
-def demo_build(ray_local, tmp_path_factory):
-    """The demo's own data: `fusionrs sample` at the demo size, built with the demo settings."""
-    from fusionrs.build import build
-    from fusionrs.config import load_config
-    from fusionrs.sample import write_sample
-
-    d = tmp_path_factory.mktemp("demo")
-    info = write_sample(d / "sample", per_source=40, seed=0)
-    build(load_config(info["build_config"], [f"output={d / 'build'}"]))
-    return d / "build"
-
-
 def train(tiny_clip, data, tmp_path, **kw):
     from fusionrs.clip.train import ClipTrainConfig, train_clip
 

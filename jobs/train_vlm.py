@@ -1,0 +1,36 @@
+"""LoRA instruction tuning of a VLM (Qwen2.5-VL first) on a build's IR-aware rows, on Ray Train
+with DeepSpeed ZeRO-2/3.
+
+CPU, local Ray (after `fusionrs demo`; the tiny model from `fusionrs tiny-model qwen2_5_vl out/tiny-qwen2_5_vl`):
+    python -m jobs.train_vlm --config configs/vlm-demo.yaml
+
+Cluster:
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+        python -m jobs.train_vlm --config configs/vlm-qwen2.5-vl-7b.yaml data=s3://bucket/fusionrs/600k setting=B-iraware
+Resubmitting the same `name` + `storage_path` resumes from the last checkpoint. The adapter
+(peft + processor) is in the run's checkpoints and, for local storage, in <storage_path>/<name>/export/adapter.
+"""
+
+import json
+import sys
+
+from fusionrs.config import ConfigError, load_config
+from fusionrs.vlm.train import VlmTrainConfig, train_vlm
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] != "--config":
+        print(__doc__)
+        return 2
+    try:
+        cfg = load_config(argv[1], argv[2:], cls=VlmTrainConfig)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    result, adapter = train_vlm(cfg)
+    print(json.dumps({"metrics": result.metrics, "adapter": adapter}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
