@@ -131,6 +131,14 @@ def cmd_tiny_model(args) -> int:
         print(json.dumps(info, indent=1))
         print(f"use it with: model={info['model']} model_config={info['model_config']} pretrained={info['pretrained']}")
         return 0
+    if args.kind in ("sam", "blip"):
+        from .translate.diffv2ir.blip import write_tiny_blip
+        from .translate.diffv2ir.sam import write_tiny_sam
+
+        path = (write_tiny_sam if args.kind == "sam" else write_tiny_blip)(args.out, seed=args.seed)
+        key = "translate.sam_model" if args.kind == "sam" else "translate.prompt_caption=blip translate.blip_model"
+        print(f"wrote a tiny {args.kind.upper()} (Hugging Face format) to {path}; use it with: {key}={path}")
+        return 0
     if args.kind == "qwen2_5_vl":
         from .vlm.tiny import write_tiny_qwen2_5_vl
 
@@ -220,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
     c.set_defaults(fn=cmd_convert_diffv2ir)
     t = sub.add_parser("tiny-model", help="write a tiny random model in the real on-disk format (debug model)")
-    t.add_argument("kind", choices=["diffv2ir", "clip", "qwen2_5_vl"])
+    t.add_argument("kind", choices=["diffv2ir", "clip", "qwen2_5_vl", "sam", "blip"])
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(fn=cmd_tiny_model)

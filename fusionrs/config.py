@@ -158,8 +158,11 @@ class TranslateConfig:
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     seg: str = "white"  # white | precomputed | sam  (docs/translate.md says why white is the default)
     seg_path: str = ""  # precomputed: URI template with {source} {sample_id} {source_record_id} {stem}
-    sam_model: str = ""  # sam: a local transformers SAM folder
+    sam_model: str = ""  # sam: a transformers SAM folder, local or s3:// (copied once per node)
     prompt: str = "turn the visible image of {caption} into infrared"
+    prompt_caption: str = "caption"  # caption (the cleaned original) | blip (BLIP captions the RGB image, as upstream)
+    blip_model: str = ""  # blip: a transformers BLIP captioning folder, local or s3://
+    blip_max_new_tokens: int = 30
     branch_chunks: int = 1  # >1 splits the 4 guidance branches over several UNet calls (less memory)
     compile: bool = False  # torch.compile the UNet (GPU; pays off on long runs)
     channels_last: bool = False
@@ -181,6 +184,9 @@ class TranslateConfig:
             raise ConfigError(f"{where}.sam_model: required for seg=sam")
         if "{caption}" not in self.prompt:
             raise ConfigError(f"{where}.prompt must contain {{caption}}")
+        _choice(f"{where}.prompt_caption", self.prompt_caption, ("caption", "blip"))
+        if self.prompt_caption == "blip" and not self.blip_model:
+            raise ConfigError(f"{where}.blip_model: required for prompt_caption=blip")
 
 
 FUSIONRS_PROMPT = """You are annotating an infrared-style remote-sensing dataset.

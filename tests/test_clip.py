@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import socket
 
 import numpy as np
@@ -110,22 +111,21 @@ def train(tiny_clip, data, tmp_path, **kw):
 
 
 @pytest.mark.slow
-def test_ddp_two_workers_and_resume_after_failure(ray_local, demo_build, tiny_clip, tmp_path):
-    result, exports = train(tiny_clip, demo_build, tmp_path, name="ddp", strategy="ddp", epochs=2, checkpoint_every=3,
-                            fail_at_step=4, max_failures=1)
+def test_deepspeed_zero2_two_workers_and_resume_after_failure(ray_local, demo_build, tiny_clip, tmp_path):
+    """DeepSpeed ZeRO-2 on two gloo workers, a worker failure at step 4, restart from the step-3
+    checkpoint. (DDP on two workers runs in the demo test below, with configs/clip-demo.yaml.)"""
+    marker = os.path.join(tempfile.gettempdir(), "fusionrs-ds-failed-once")
+    if os.path.exists(marker):
+        os.remove(marker)
+    result, exports = train(tiny_clip, demo_build, tmp_path, name="ds", strategy="deepspeed", zero_stage=2, epochs=2,
+                            checkpoint_every=3, fail_at_step=4, max_failures=1)
     steps_per_epoch = exports["metrics"][0]["step"]
     assert result.metrics["step"] == 2 * steps_per_epoch  # the step count carried on through the restart
-    assert os.path.exists(os.path.join(os.environ.get("TMPDIR", "/tmp"), "fusionrs-ddp-failed-once"))
+    assert os.path.exists(marker) and "val_mean_r" in result.metrics
     import open_clip
 
     assert open_clip.create_model(tiny_clip["model"], pretrained=exports["best"]) is not None
-
-
-@pytest.mark.slow
-def test_deepspeed_zero2_two_workers(ray_local, demo_build, tiny_clip, tmp_path):
-    result, exports = train(tiny_clip, demo_build, tmp_path, name="ds", strategy="deepspeed", zero_stage=2, epochs=1,
-                            checkpoint_every=1000)
-    assert result.metrics["epoch"] == 1 and "val_mean_r" in result.metrics and os.path.exists(exports["latest"])
+    assert os.path.exists(exports["latest"])
 
 
 @pytest.mark.slow

@@ -223,3 +223,39 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     table = out.read_text()
     assert "| batched | fp32 | off | 2 |" in table and "reference-equivalent" in table
+
+
+def test_sam_seg_map_and_blip_prompt_with_tiny_models(tiny, tmp_path):
+    from fusionrs.config import TranslateConfig
+    from fusionrs.images import encode_jpeg
+    from fusionrs.storage import Storage
+    from fusionrs.translate.diffv2ir.blip import BlipCaptioner, write_tiny_blip
+    from fusionrs.translate.diffv2ir.sam import load_sam, sam_union_mask, write_tiny_sam
+    from fusionrs.translate.diffv2ir.translator import DiffV2IRTranslator
+
+    sam_dir, blip_dir = write_tiny_sam(tmp_path / "sam"), write_tiny_blip(tmp_path / "blip")
+    img = draw_scene("port", np.random.default_rng(3)).resize((96, 80))
+    # SAM: the union of the generator's masks, white on black, the image's size. Thresholds at 0
+    # keep the random model's masks, so the union is not trivially empty.
+    gen = load_sam(sam_dir)
+    loose = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    union = np.asarray(sam_union_mask(gen, img, points_per_batch=16, **loose))
+    masks = gen(img, points_per_batch=16, **loose)["masks"]
+    want = np.zeros((80, 96), bool)
+    for m in masks:
+        want |= np.asarray(m, bool)
+    assert union.shape == (80, 96, 3) and set(np.unique(union)) <= {0, 255} and masks
+    assert (union[..., 0] == 255).sum() > 0 and np.array_equal(union[..., 0] == 255, want)
+    # BLIP: greedy captions do not depend on the batch.
+    blip = BlipCaptioner(blip_dir, max_new_tokens=8)
+    imgs = [img, draw_scene("river", np.random.default_rng(4)).resize((64, 64))]
+    assert blip(imgs) == blip(imgs[:1]) + blip(imgs[1:]) and all(blip(imgs))
+    # Through the translator: seg=sam + a BLIP prompt translate, and the prompt reaches the UNet.
+    rows = {"sample_id": ["a", "b"], "rgb_jpeg": [encode_jpeg(i) for i in imgs], "caption": ["a port", "a river"]}
+    base = dict(backend="diffv2ir", model=str(tiny[1]), resolution=64, steps=2, batch_size=2, seg="sam", sam_model=sam_dir)
+    with_caption = DiffV2IRTranslator(TranslateConfig(**base), Storage())
+    with_blip = DiffV2IRTranslator(TranslateConfig(**base, prompt_caption="blip", blip_model=blip_dir), Storage())
+    a, b = with_caption(dict(rows)), with_blip(dict(rows))
+    assert a["ir_status"] == b["ir_status"] == ["ok", "ok"]
+    assert a["ir_jpeg"] != b["ir_jpeg"]
+    assert "blip_model" in with_blip.identity() and "blip_model" not in with_caption.identity()

@@ -138,3 +138,26 @@ def test_demo_lora_run_improves_over_the_base_model(ray_local, demo_build, tiny_
     print({k: (round(b[k]["mean"], 2), round(t[k]["mean"], 2)) for k in t})
     assert t["rouge_l"]["mean"] > b["rouge_l"]["mean"] + 5
     assert t["cap_auto"]["mean"] > b["cap_auto"]["mean"]
+
+
+def test_export_adapter_to_local_and_s3(s3_server, tmp_path):
+    import types
+
+    import boto3
+    import ray.train
+
+    from fusionrs.storage import Storage
+    from fusionrs.vlm.train import VlmTrainConfig, export_adapter
+
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "adapter" / "sub").mkdir(parents=True)
+    (ckpt / "adapter" / "adapter_config.json").write_text("{}")
+    (ckpt / "adapter" / "sub" / "w.bin").write_bytes(b"\x00\x01")
+    result = types.SimpleNamespace(checkpoint=ray.train.Checkpoint.from_directory(str(ckpt)))
+    local = export_adapter(result, VlmTrainConfig(data="x", name="run", storage_path=str(tmp_path / "runs")))
+    assert Path(local, "sub", "w.bin").read_bytes() == b"\x00\x01"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="runs")
+    storage = Storage(s3_endpoint=s3_server)
+    uri = export_adapter(result, VlmTrainConfig(data="x", name="run", storage_path="s3://runs/vlm"), storage)
+    assert uri == "s3://runs/vlm/run/export/adapter"
+    assert storage.read_bytes(uri + "/sub/w.bin") == b"\x00\x01" and storage.exists(uri + "/adapter_config.json")

@@ -263,19 +263,29 @@ def train_vlm(cfg: VlmTrainConfig, storage=None):
     return result, export_adapter(result, cfg)
 
 
-def export_adapter(result, cfg: VlmTrainConfig) -> str:
-    """Copy the last checkpoint's adapter (+ processor) to <storage_path>/<name>/export/adapter."""
+def export_adapter(result, cfg: VlmTrainConfig, storage=None) -> str:
+    """Copy the last checkpoint's adapter (+ processor) to <storage_path>/<name>/export/adapter
+    (local folder or s3:// prefix), the place `jobs.evaluate --adapter` and users look for it."""
     import shutil
+
+    from ..storage import Storage, join
 
     if result.checkpoint is None:
         raise RuntimeError(f"training run {cfg.name} reported no checkpoint")
-    out = (Path(tempfile.mkdtemp()) if "://" in cfg.storage_path else
-           Path(cfg.storage_path).resolve() / cfg.name / "export") / "adapter"
     with result.checkpoint.as_directory() as d:
+        src = Path(d) / "adapter"
+        if "://" in cfg.storage_path:
+            storage = storage or Storage(s3_endpoint=os.environ.get("AWS_ENDPOINT_URL", ""))
+            dest = join(cfg.storage_path, cfg.name, "export", "adapter")
+            for f in sorted(src.rglob("*")):
+                if f.is_file():
+                    storage.write_bytes(join(dest, f.relative_to(src).as_posix()), f.read_bytes())
+            return dest
+        out = Path(cfg.storage_path).resolve() / cfg.name / "export" / "adapter"
         if out.exists():
             shutil.rmtree(out)
-        shutil.copytree(Path(d) / "adapter", out)
-    return str(out)
+        shutil.copytree(src, out)
+        return str(out)
 
 
 def _storage_path(p: str) -> str:

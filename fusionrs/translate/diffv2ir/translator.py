@@ -32,13 +32,17 @@ class DiffV2IRTranslator:
                                        cfg_seg=cfg.cfg_seg, branch_chunks=cfg.branch_chunks)
         self._white: dict[tuple[int, int], Image.Image] = {}
         self._sam = None
+        self._blip = None
 
     def identity(self) -> dict:
         c = self.cfg
         return {"backend": "diffv2ir", "version": VERSION, "model_id": self.meta["model_id"],
                 "source_sha256": self.meta.get("source_sha256"), "resolution": c.resolution, "steps": c.steps,
                 "cfg": [c.cfg_text, c.cfg_image, c.cfg_seg], "seed": c.seed, "dtype": self.dtype_name(),
-                "seg": c.seg, "seg_path": c.seg_path, "prompt": c.prompt, "jpeg_quality": c.jpeg_quality}
+                "seg": c.seg, "seg_path": c.seg_path, "prompt": c.prompt, "jpeg_quality": c.jpeg_quality,
+                # Only when used, so that caption-prompted outputs keep their fingerprint.
+                **({"prompt_caption": "blip", "blip_model": c.blip_model, "blip_max_new_tokens": c.blip_max_new_tokens}
+                   if c.prompt_caption == "blip" else {})}
 
     def dtype_name(self) -> str:
         import torch
@@ -78,8 +82,16 @@ class DiffV2IRTranslator:
         if self._sam is None:
             from .sam import load_sam
 
-            self._sam = load_sam(self.cfg.sam_model)
+            self._sam = load_sam(str(ensure_local(self.cfg.sam_model, self.storage)))
         return fit(sam_union_mask(self._sam, rgb), size)
+
+    def blip_captions(self, images: list[Image.Image]) -> list[str]:
+        if self._blip is None:
+            from .blip import BlipCaptioner
+
+            self._blip = BlipCaptioner(str(ensure_local(self.cfg.blip_model, self.storage)),
+                                       max_new_tokens=self.cfg.blip_max_new_tokens)
+        return self._blip(images)
 
     # -- the stage ---------------------------------------------------------------------------
     def __call__(self, batch: dict) -> dict:
@@ -102,10 +114,23 @@ class DiffV2IRTranslator:
             if seg is None:
                 status[i] = SEG_MISSING
                 continue
-            caption = row.get("caption") or ""
-            prepared[i] = (fit(rgb, size), seg, self.cfg.prompt.replace("{caption}", caption),
-                           sample_seed(self.cfg.seed, row["sample_id"]))
+            prepared[i] = (fit(rgb, size), seg, row.get("caption") or "", sample_seed(self.cfg.seed, row["sample_id"]))
             groups[size].append(i)
+        if self.cfg.prompt_caption == "blip" and prepared:
+            # Upstream prompts with a BLIP caption of the RGB image; greedy decoding, so reruns agree.
+            idx = sorted(prepared)
+            try:
+                caps = self.blip_captions([prepared[i][0] for i in idx])
+            except Exception as e:  # noqa: BLE001 - the rows say why; nothing is translated with a wrong prompt
+                for i in idx:
+                    status[i] = f"translate_error:blip_{type(e).__name__}"
+                    groups[prepared.pop(i)[0].size].remove(i)
+                caps = []
+            for i, cap in zip(idx, caps):
+                img, seg, _, seed = prepared[i]
+                prepared[i] = (img, seg, cap, seed)
+        prepared = {i: (img, seg, self.cfg.prompt.replace("{caption}", cap), seed)
+                    for i, (img, seg, cap, seed) in prepared.items()}
         for size, idx in groups.items():  # one size per UNet call
             for s in range(0, len(idx), self.cfg.batch_size):
                 chunk = idx[s:s + self.cfg.batch_size]
