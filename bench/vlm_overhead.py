@@ -59,7 +59,7 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float]:
     model.enable_input_require_grads()
     model = add_lora(model, 32, 64, 0.05)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    times, tokens = [], 0
+    times, tokens = [], []
     for s in range(0, len(data), a.micro_batch):
         chunk = data[s:s + a.micro_batch]
         t = time.perf_counter()
@@ -76,9 +76,9 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float]:
         if a.device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-        tokens += int(batch["attention_mask"].sum())
-    med = statistics.median(times[2:] or times)
-    return med, tokens / len(times) / med
+        tokens.append(int(batch["attention_mask"].sum()))
+    warm = slice(2, None) if len(times) > 4 else slice(None)  # the same window as the trainer's metrics
+    return statistics.median(times[warm]), sum(tokens[warm]) / sum(times[warm])
 
 
 def ray_train(a, data: list[dict], out: str) -> dict:

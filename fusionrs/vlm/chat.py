@@ -4,8 +4,8 @@ The prompt (system + user turn with the image and the instruction, ending in the
 header) is rendered with `add_generation_prompt=True`; the full example adds the assistant turn.
 Both go through the processor, which expands the image placeholder into the model's image
 tokens, so the prompt's token count is exactly what to mask: labels are −100 over the prompt
-(system, instruction, image tokens, assistant header) and over padding; the response and its end
-token (`<|im_end|>` for Qwen) carry labels. The official code masks up to the last assistant
+(system, instruction, image tokens, assistant header), over padding and over template text after
+the end token; the response and its end token (`<|im_end|>` for Qwen) carry labels. The official code masks up to the last assistant
 header, which is the same set of tokens for these templates, but needs the header's token IDs of
 each model family.
 """
@@ -47,6 +47,12 @@ def encode_example(processor, image, instruction: str, response: str) -> dict:
         raise ValueError("prompt tokens are not a prefix of the full example's tokens")
     labels = ids.clone()
     labels[:n_prompt] = IGNORE
+    # Template text after the end-of-turn token (Qwen's "\n") is formatting, not answer: a model
+    # taught to emit it learns a frequent token that greedy decoding then repeats.
+    eos = processor.tokenizer.eos_token_id
+    ends = (ids[n_prompt:] == eos).nonzero()
+    if eos is not None and len(ends):
+        labels[n_prompt + int(ends[-1]) + 1:] = IGNORE
     if int((labels != IGNORE).sum()) == 0:
         raise ValueError("no supervised tokens: the response is empty after tokenization")
     # Per-token tensors ([1, L]: ids, mask, token types) become 1-D; image tensors stay as they are.

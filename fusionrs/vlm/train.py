@@ -161,7 +161,7 @@ def train_loop(config: dict) -> None:
     losses: list[float] = []
     for epoch in range(epoch0, cfg.epochs):
         engine.train()
-        step_s, tokens, t_epoch = [], 0, time.perf_counter()
+        step_s, step_tokens = [], []
         it = shard.iter_batches(batch_size=cfg.micro_batch_size, drop_last=True, batch_format="numpy")
         for i, rows in enumerate(it):
             if i >= micro_per_epoch:
@@ -182,7 +182,7 @@ def train_loop(config: dict) -> None:
             engine.backward(loss)
             engine.step()  # DeepSpeed applies the optimizer at the accumulation boundary
             micro += 1
-            tokens += int(batch["attention_mask"].sum())
+            step_tokens.append(int(batch["attention_mask"].sum()))
             losses.append(loss.item())
             step_s.append(time.perf_counter() - t)
             if micro % cfg.grad_accum == 0:
@@ -190,11 +190,13 @@ def train_loop(config: dict) -> None:
                 if opt_step % cfg.checkpoint_every == 0:
                     save_and_report({"opt_step": opt_step, "epoch": epoch, "loss": _mean(losses[-cfg.grad_accum * 10:])},
                                     epoch)
-        elapsed = time.perf_counter() - t_epoch
+        warm = slice(2, None) if len(step_s) > 4 else slice(None)  # skip first-step allocations and warm-up
         save_and_report({"opt_step": opt_step, "epoch": epoch + 1, "loss": _mean(losses[-cfg.grad_accum * 10:]),
                          "first_loss": losses[0] if losses else float("nan"),
-                         "micro_step_s_median": _median(step_s[1:] or step_s),
-                         "tokens_per_s_per_worker": tokens / elapsed if elapsed else float("nan")}, epoch + 1)
+                         "micro_step_s_median": _median(step_s[warm]),
+                         # Tokens (prompt, image and response) per second of micro-step time.
+                         "tokens_per_s_per_worker": sum(step_tokens[warm]) / max(sum(step_s[warm]), 1e-9)},
+                        epoch + 1)
 
 
 def _mean(xs: list[float]) -> float:
