@@ -470,6 +470,21 @@ def load_config(path: str | Path | None, overrides: list[str] = (), cls: type = 
     return cfg
 
 
+def config_from_argv(argv: list[str], cls: type, usage: str) -> Any | None:
+    """`--config FILE [key=value ...]` of a job entry point → a validated `cls`, or None after
+    printing the usage or the config error (the job then exits 2)."""
+    import sys
+
+    if len(argv) < 2 or argv[0] != "--config":
+        print(usage)
+        return None
+    try:
+        return load_config(argv[1], argv[2:], cls=cls)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return None
+
+
 def _full_uri(root: str, rel: str) -> str:
     """`rel` resolved against `root` (unless absolute), with `..` folded: one spelling per file."""
     if "://" in rel or rel.startswith("/"):

@@ -13,17 +13,12 @@ import json
 import sys
 
 from fusionrs.clip.train import ClipTrainConfig, train_clip
-from fusionrs.config import ConfigError, load_config
+from fusionrs.config import config_from_argv
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--config":
-        print(__doc__)
-        return 2
-    try:
-        cfg = load_config(argv[1], argv[2:], cls=ClipTrainConfig)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"config error: {e}", file=sys.stderr)
+    cfg = config_from_argv(argv, ClipTrainConfig, __doc__)
+    if cfg is None:
         return 2
     result, exports = train_clip(cfg)
     print(json.dumps({"metrics": result.metrics, "exports": {k: v for k, v in exports.items() if k != "metrics"}}, indent=1))

@@ -14,18 +14,13 @@ Resubmitting the same `name` + `storage_path` resumes from the last checkpoint. 
 import json
 import sys
 
-from fusionrs.config import ConfigError, load_config
+from fusionrs.config import config_from_argv
 from fusionrs.vlm.train import VlmTrainConfig, train_vlm
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--config":
-        print(__doc__)
-        return 2
-    try:
-        cfg = load_config(argv[1], argv[2:], cls=VlmTrainConfig)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"config error: {e}", file=sys.stderr)
+    cfg = config_from_argv(argv, VlmTrainConfig, __doc__)
+    if cfg is None:
         return 2
     result, adapter = train_vlm(cfg)
     print(json.dumps({"metrics": result.metrics, "adapter": adapter}, indent=1))

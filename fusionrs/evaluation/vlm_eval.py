@@ -24,9 +24,6 @@ import os
 from ..vlm.instructions import INSTRUCTIONS, MAX_NEW_TOKENS, TASKS, objects_in, scene_label
 from .vlm_metrics import aggregate, score_row, table5
 
-EVAL_COLUMNS = ["sample_id", "source", "split", "caption", "ir_aware_caption", "ir_caption_status", "class_name",
-                "ir_jpeg", "is_eval_representative"]
-
 
 def references(row: dict, task: str) -> list[str]:
     original, ir_aware = row.get("caption") or "", row.get("ir_aware_caption") or ""
@@ -121,19 +118,18 @@ def evaluate_vlm(data: str, split: str, model: str, adapter: str = "", tasks=TAS
                  num_gpus: float = 0.0, batch_size: int = 16, max_pixels: int = 0, min_pixels: int = 0,
                  n_boot: int = 1000) -> dict:
     """Generate on the split and score; returns {metrics, per_task_rows, predictions}."""
-    from ray.data import ActorPoolStrategy
-
-    from ..storage import Storage
-    from ..vlm.train import _keep
-
-    storage = storage or Storage(s3_endpoint=os.environ.get("AWS_ENDPOINT_URL", ""))
-    fs, path = storage.resolve(data.rstrip("/") + "/triplets")
     import functools
 
     import ray
+    from ray.data import ActorPoolStrategy
 
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=EVAL_COLUMNS)
-    ds = ds.filter(functools.partial(_keep, split=split, eval_only=True))
+    from ..storage import Storage
+    from ..vlm.train import INSTRUCTION_COLUMNS, in_ir_aware_subset
+
+    storage = storage or Storage(s3_endpoint=os.environ.get("AWS_ENDPOINT_URL", ""))
+    fs, path = storage.resolve(data.rstrip("/") + "/triplets")
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=INSTRUCTION_COLUMNS)  # the rows training reads
+    ds = ds.filter(functools.partial(in_ir_aware_subset, split=split, eval_only=True))
     ds = ds.map_batches(eval_items, fn_kwargs={"tasks": tuple(tasks)}, batch_format="numpy", batch_size=64)
     ds = ds.map_batches(Generator, fn_constructor_kwargs=dict(model=model, adapter=adapter, max_pixels=max_pixels,
                                                               min_pixels=min_pixels),

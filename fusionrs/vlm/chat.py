@@ -2,8 +2,9 @@
 
 The prompt (system + user turn with the image and the instruction, ending in the assistant
 header) is rendered with `add_generation_prompt=True`; the full example adds the assistant turn.
-Both go through the processor, which expands the image placeholder into the model's image
-tokens, so the prompt's token count is exactly what to mask: labels are −100 over the prompt
+The full example goes through the processor, which expands the image placeholder into the
+model's image tokens; the prompt, expanded the same way, is tokenized alone, and its token count
+is exactly what to mask: labels are −100 over the prompt
 (system, instruction, image tokens, assistant header), over padding and over template text after
 the end token; the response and its end token (`<|im_end|>` for Qwen) carry labels. The official code masks up to the last assistant
 header, which is the same set of tokens for these templates, but needs the header's token IDs of
@@ -39,11 +40,16 @@ def encode_example(processor, image, instruction: str, response: str) -> dict:
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the prompt differently with and without the answer; "
                          "assistant-only masking needs the prompt to be a prefix")
-    enc_prompt = processor(text=[prompt], images=[image], return_tensors="pt")
     enc = processor(text=[full], images=[image], return_tensors="pt")
     ids = enc["input_ids"][0]
-    n_prompt = enc_prompt["input_ids"].shape[1]
-    if not bool((ids[:n_prompt] == enc_prompt["input_ids"][0]).all()):
+    # The prompt's length with its image placeholder expanded as the processor expanded it in the
+    # full example: the image is preprocessed once per example, not once more for the prompt.
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    n_image = int((ids == image_id).sum())
+    prompt_ids = processor.tokenizer(prompt.replace(processor.image_token, processor.image_token * n_image, 1),
+                                     return_tensors="pt")["input_ids"][0]
+    n_prompt = len(prompt_ids)
+    if not bool((ids[:n_prompt] == prompt_ids).all()):
         raise ValueError("prompt tokens are not a prefix of the full example's tokens")
     labels = ids.clone()
     labels[:n_prompt] = IGNORE

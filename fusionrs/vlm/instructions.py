@@ -18,7 +18,6 @@ made-up answer.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from ..lexicon import IR_CUE_WORDS
@@ -215,6 +214,3 @@ def instruction_rows(batch: dict, setting: str, tasks: tuple[str, ...] = TASKS) 
                 cols["ir_jpeg"].append(batch["ir_jpeg"][i])
     return cols
 
-
-def row_seed(sample_id: str, task: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{sample_id}:{task}".encode()).digest()[:4], "big")

@@ -221,12 +221,13 @@ def instruction_dataset(triplets_uri: str, split: str, setting: str, tasks, stor
 
     fs, path = storage.resolve(triplets_uri)
     ds = ray.data.read_parquet(path, filesystem=fs, columns=INSTRUCTION_COLUMNS)
-    ds = ds.filter(functools.partial(_keep, split=split, eval_only=eval_only))
+    ds = ds.filter(functools.partial(in_ir_aware_subset, split=split, eval_only=eval_only))
     return ds.map_batches(instruction_rows, fn_kwargs={"setting": setting, "tasks": tuple(tasks)},
                           batch_format="numpy", batch_size=64)
 
 
-def _keep(row: dict, split: str, eval_only: bool) -> bool:
+def in_ir_aware_subset(row: dict, split: str, eval_only: bool) -> bool:
+    """A row of `split` with an accepted IR-aware caption (one per group when eval_only)."""
     if row["split"] != split or row["ir_caption_status"] != "accepted":
         return False
     return bool(row["is_eval_representative"]) or not eval_only
