@@ -49,7 +49,7 @@ def encode_example(processor, image, instruction: str, response: str) -> dict:
     prompt_ids = processor.tokenizer(prompt.replace(processor.image_token, processor.image_token * n_image, 1),
                                      return_tensors="pt")["input_ids"][0]
     n_prompt = len(prompt_ids)
-    if not bool((ids[:n_prompt] == prompt_ids).all()):
+    if n_prompt >= len(ids) or not bool((ids[:n_prompt] == prompt_ids).all()):
         raise ValueError("prompt tokens are not a prefix of the full example's tokens")
     labels = ids.clone()
     labels[:n_prompt] = IGNORE
