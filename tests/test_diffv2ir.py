@@ -82,6 +82,13 @@ def test_schedule_matches_k_diffusion():
     assert torch.allclose(ks.sigma_to_t(ks.t_to_sigma(t)), t, atol=1e-3)
 
 
+def test_schedule_follows_sigma_device():
+    # The schedule table lives on the CPU; on a GPU σ does not. The meta device stands in for
+    # CUDA here (no GPU in CI): mixing it with a CPU tensor fails the same way. Found on an H200.
+    t = KarrasSchedule().sigma_to_t(torch.tensor([1.0, 2.0], device="meta"))
+    assert t.device.type == "meta" and t.shape == (2,)
+
+
 def test_upstream_geometry():
     assert upstream_size(640, 512, 512) == (512, 448)
     assert upstream_size(512, 512, 512) == (512, 512)

@@ -66,7 +66,8 @@ def test_ten_thousand_six_directions_speed():
     assert elapsed < 30  # bench/retrieval_speed.py measures it on an idle machine (docs/benchmarks.md)
 
 
-def test_both_directions_of_a_pair_match_brute_force_with_heavy_ties():
+@pytest.mark.parametrize("chunk", [7, 256])  # many row blocks counted in parallel threads, and one block
+def test_both_directions_of_a_pair_match_brute_force_with_heavy_ties(chunk):
     """Quantised embeddings make many exact ties; the column-wise (reverse) direction must agree too."""
     rng = np.random.default_rng(3)
     n = 40
@@ -74,7 +75,7 @@ def test_both_directions_of_a_pair_match_brute_force_with_heavy_ties():
     emb = {m: np.eye(5, dtype=np.float32)[rng.integers(0, 5, n)] for m in ("rgb", "ir", "text")}
     ids = [f"s{i}" for i in range(n)]
     keys = [f"k{i % 7}" for i in range(n)]
-    r = six_directions(emb, ids, keys)
+    r = six_directions(emb, ids, keys, chunk=chunk)
     names = {"rgb": "RGB", "ir": "IR", "text": "Text"}
     for a, b in (("ir", "text"), ("text", "ir"), ("rgb", "ir"), ("ir", "rgb"), ("rgb", "text"), ("text", "rgb")):
         k_q = keys if "text" in (a, b) else ids

@@ -13,6 +13,8 @@ over all six directions is reported beside it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -49,7 +51,7 @@ def positive_pairs(q_codes: np.ndarray, g_codes: np.ndarray) -> tuple[np.ndarray
 
 
 def best_positive_ranks(sim: np.ndarray, q_codes: np.ndarray, g_codes: np.ndarray, max_k: int,
-                        queries_on_rows: bool = True, chunk: int = 2048) -> np.ndarray:
+                        queries_on_rows: bool = True, chunk: int = 256) -> np.ndarray:
     """Rank (0-based) of each query's best positive, exact below max_k; NO_POSITIVE when it has none.
 
     rank = #items scoring higher + #items scoring equal at a lower gallery index. Only counting
@@ -68,16 +70,26 @@ def best_positive_ranks(sim: np.ndarray, q_codes: np.ndarray, g_codes: np.ndarra
     best_idx = np.full(n_q, n_g, np.int64)
     np.minimum.at(best_idx, rows[at_best], cols[at_best])
 
-    higher = np.zeros(n_q, np.int64)
-    equal = np.zeros(n_q, np.int64)
-    for s in range(0, sim.shape[0], chunk):
+    def count(s: int) -> tuple[np.ndarray, np.ndarray]:  # (#higher, #equal) of one row block
         block = sim[s:s + chunk]
         if queries_on_rows:
-            higher[s:s + chunk] = (block > best[s:s + chunk, None]).sum(1)
-            equal[s:s + chunk] = (block == best[s:s + chunk, None]).sum(1)
-        else:
-            higher += (block > best[None, :]).sum(0)
-            equal += (block == best[None, :]).sum(0)
+            t = best[s:s + chunk, None]
+            return (block > t).sum(1), (block == t).sum(1)
+        return (block > best[None, :]).sum(0), (block == best[None, :]).sum(0)
+
+    higher = np.zeros(n_q, np.int64)
+    equal = np.zeros(n_q, np.int64)
+    starts = range(0, sim.shape[0], chunk)
+    # NumPy's comparisons and sums release the GIL: row blocks count in parallel threads (as many
+    # as torch's intra-op pool, which a Ray task sets to its CPUs). Single-threaded, ranking took
+    # 3× the similarity products on a 16-core host.
+    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(starts)))) as pool:
+        for s, (h, e) in zip(starts, pool.map(count, starts)):
+            if queries_on_rows:
+                higher[s:s + chunk], equal[s:s + chunk] = h, e
+            else:
+                higher += h
+                equal += e
     rank = higher
     # Ties with the best (beyond the best itself) are rare; count those before it exactly, and
     # only where the rank could still be a hit.
@@ -87,7 +99,7 @@ def best_positive_ranks(sim: np.ndarray, q_codes: np.ndarray, g_codes: np.ndarra
     return np.where(best_idx < n_g, rank, NO_POSITIVE)
 
 
-def recall_at_k(query, gallery, query_keys, gallery_keys, ks=KS, chunk: int = 2048) -> dict[int, float]:
+def recall_at_k(query, gallery, query_keys, gallery_keys, ks=KS, chunk: int = 256) -> dict[int, float]:
     """R@K in percent for one direction; embeddings are L2-normalised here."""
     sim = (_normalise(query) @ _normalise(gallery).T).numpy()
     return _recalls(best_positive_ranks(sim, *_codes(query_keys, gallery_keys), max(ks), chunk=chunk), ks)
@@ -101,7 +113,7 @@ def _recalls(ranks: np.ndarray, ks) -> dict[int, float]:
     return {k: float((ranks < k).mean() * 100) for k in ks}
 
 
-def six_directions(emb: dict[str, np.ndarray], sample_ids, caption_keys, ks=KS, chunk: int = 2048) -> dict:
+def six_directions(emb: dict[str, np.ndarray], sample_ids, caption_keys, ks=KS, chunk: int = 256) -> dict:
     """emb: rgb, ir, text arrays aligned with sample_ids (one evaluation row each)."""
     out: dict = {}
     # Image↔text positives share the caption key; RGB↔IR positives are the same sample.
