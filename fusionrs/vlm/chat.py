@@ -68,7 +68,11 @@ def encode_example(processor, image, instruction: str, response: str) -> dict:
 
 
 def collate(examples: list[dict], pad_id: int) -> dict:
-    """Right-padded batch; image tensors concatenated (Qwen flattens patches across images)."""
+    """Right-padded batch; image tensors concatenated (Qwen flattens patches across images).
+
+    LLaVA-NeXT gives each image [1, tiles, 3, H, W] with a tile count that follows its aspect
+    ratio: tiles are zero-padded to the batch's most, as its processor pads a batch, and the
+    model reads each image's real count from `image_sizes`."""
     import torch
 
     n = max(len(e["input_ids"]) for e in examples)
@@ -78,6 +82,10 @@ def collate(examples: list[dict], pad_id: int) -> dict:
         if first.ndim == 1 and len(first) == len(examples[0]["input_ids"]):  # per token: pad on the right
             batch[key] = torch.stack([torch.nn.functional.pad(e[key], (0, n - len(e[key])), value=fill.get(key, 0))
                                       for e in examples])
+        elif first.ndim == 5:  # [1, tiles, C, H, W]
+            tiles = max(e[key].shape[1] for e in examples)
+            batch[key] = torch.cat([torch.nn.functional.pad(e[key], (0, 0, 0, 0, 0, 0, 0, tiles - e[key].shape[1]))
+                                    for e in examples])
         else:
             batch[key] = torch.cat([e[key] for e in examples])
     return batch

@@ -91,3 +91,59 @@ def write_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> str:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return str(out)
+
+
+# LLaVA-1.5's conversation format ("USER: <image>\n… ASSISTANT: …</s>"), with the tiny tokenizer's
+# end token. The image placeholder is the tokenizer's image token, expanded by the processor.
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|image_pad|>\n{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}{% if message['role'] == 'assistant' %}<|im_end|>{% else %} {% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+LLAVA_SIZE = 28  # 2×2 patches of 14 px (+ the CLS token the default strategy drops)
+
+
+def write_tiny_llava(out_dir: str | Path, next_: bool = False, seed: int = 0) -> str:
+    """A tiny LLaVA-1.5 (`next_=False`) or LLaVA-NeXT (1.6, any-resolution tiles) in HF format:
+    CLIP vision tower + Llama decoder + the real processor classes, so LLaVA-family checkpoints
+    (GeoChat, H2RSVLM converted to HF) go through the same code path in tests."""
+    import torch
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextImageProcessor, LlavaNextProcessor, LlavaProcessor)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer()
+    tid = tokenizer.convert_tokens_to_ids
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=LLAVA_SIZE, patch_size=14, projection_dim=32)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                       bos_token_id=tid("<|endoftext|>"), eos_token_id=tid("<|im_end|>"), pad_token_id=tid("<|endoftext|>"),
+                       tie_word_embeddings=True)
+    common = dict(vision_config=vision, text_config=text, image_token_id=tid("<|image_pad|>"),
+                  vision_feature_layer=-1, vision_feature_select_strategy="default", tie_word_embeddings=True)
+    pixels = dict(size={"shortest_edge": LLAVA_SIZE}, crop_size={"height": LLAVA_SIZE, "width": LLAVA_SIZE})
+    proc = dict(tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
+                image_token="<|image_pad|>", num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE)
+    if next_:
+        pinpoints = [[LLAVA_SIZE, LLAVA_SIZE], [LLAVA_SIZE, 2 * LLAVA_SIZE], [2 * LLAVA_SIZE, LLAVA_SIZE]]
+        config = LlavaNextConfig(image_grid_pinpoints=pinpoints, **common)
+        processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **pixels),
+                                       **proc)
+        cls = LlavaNextForConditionalGeneration
+    else:
+        config = LlavaConfig(**common)
+        processor = LlavaProcessor(image_processor=CLIPImageProcessor(**pixels), **proc)
+        cls = LlavaForConditionalGeneration
+    torch.manual_seed(seed)
+    model = cls(config)
+    with torch.no_grad():  # logits in a real model's range (see write_tiny_qwen2_5_vl)
+        model.get_input_embeddings().weight.normal_(0.0, 0.25)
+    model.generation_config.eos_token_id = tid("<|im_end|>")
+    model.generation_config.pad_token_id = tid("<|endoftext|>")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return str(out)
