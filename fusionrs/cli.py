@@ -5,7 +5,8 @@
     fusionrs build --config CONFIG [key=value ...]      the build (same as python -m jobs.build_dataset)
     fusionrs cost OUTPUT                                the cost ledger: per run, per stage, work reused
     fusionrs tiny-model KIND OUT                        a tiny random model in its real format (debug model):
-                                                        diffv2ir, clip, qwen2_5_vl, llava, llava_next, sam, blip
+                                                        diffv2ir, clip, qwen2_5_vl, llava, llava_next,
+                                                        instructblip, sam, blip
     fusionrs convert-diffv2ir CKPT OUT_DIR [--sha256]   LDM checkpoint → diffusers folder
 """
 
@@ -153,6 +154,12 @@ def cmd_tiny_model(args) -> int:
         name = "LLaVA-NeXT" if args.kind == "llava_next" else "LLaVA-1.5"
         print(f"wrote a tiny {name} (Hugging Face format) to {path}; use it with: model={path}")
         return 0
+    if args.kind == "instructblip":
+        from .vlm.tiny import write_tiny_instructblip
+
+        path = write_tiny_instructblip(args.out, seed=args.seed)
+        print(f"wrote a tiny InstructBLIP (Hugging Face format) to {path}; use it with: model={path}")
+        return 0
     print(f"tiny-model: unknown kind {args.kind!r}", file=sys.stderr)
     return 2
 
@@ -236,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
     c.set_defaults(fn=cmd_convert_diffv2ir)
     t = sub.add_parser("tiny-model", help="write a tiny random model in the real on-disk format (debug model)")
-    t.add_argument("kind", choices=["diffv2ir", "clip", "qwen2_5_vl", "llava", "llava_next", "sam", "blip"])
+    t.add_argument("kind", choices=["diffv2ir", "clip", "qwen2_5_vl", "llava", "llava_next", "instructblip", "sam",
+                                    "blip"])
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(fn=cmd_tiny_model)

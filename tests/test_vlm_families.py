@@ -1,4 +1,4 @@
-"""LLaVA-1.5 and LLaVA-NeXT through the same code path as Qwen2.5-VL: tiny models written by
+"""LLaVA-1.5, LLaVA-NeXT and InstructBLIP through the same code path as Qwen2.5-VL: tiny models written by
 `fusionrs tiny-model`, loaded by `load_model`/`load_processor`, assistant-only labels, LoRA on
 the language model only, a few training steps, adapter round trip, batched greedy generation.
 (The Ray Train + DeepSpeed loop is family-agnostic and runs the tiny Qwen in test_vlm.py.)"""
@@ -10,7 +10,8 @@ import torch
 from fusionrs.vlm.chat import IGNORE, collate, encode_example, generation_inputs
 from fusionrs.vlm.instructions import INSTRUCTIONS
 
-FAMILIES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
+FAMILIES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration",
+            "instructblip": "InstructBlipForConditionalGeneration"}
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -40,8 +41,11 @@ def test_family_loads_masks_trains_and_round_trips(family, tmp_path):
     ex = encode_example(processor, ir_image(40, 60), INSTRUCTIONS["caption"], response)
     tok = processor.tokenizer
     assert tok.decode(ex["input_ids"][ex["labels"] != IGNORE]).strip() == response + tok.eos_token
-    image_id = tok.convert_tokens_to_ids(processor.image_token)
+    image_id = tok.convert_tokens_to_ids(str(getattr(processor.image_token, "content", processor.image_token)))
     assert (ex["input_ids"] == image_id).sum() > 0 and (ex["labels"] == image_id).sum() == 0
+    if kind == "instructblip":  # the Q-Former reads the instruction, never the answer
+        q = processor.qformer_tokenizer.decode(ex["qformer_input_ids"], skip_special_tokens=True)
+        assert q == INSTRUCTIONS["caption"].lower() and "runway" not in q
 
     # LoRA on the decoder only: the vision tower and the projector stay frozen.
     targets = lora_modules(model)

@@ -16,6 +16,12 @@ from __future__ import annotations
 import io
 
 IGNORE = -100
+# For processors that ship no chat template (InstructBLIP checkpoints): the instruction, then
+# the answer and the end token, as InstructBLIP was tuned (instruction in, answer out).
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% for content in message['content'] %}{% if content['type'] == 'text' %}"
+    "{% if message['role'] == 'assistant' %} {{ content['text'] }}EOS{% else %}{{ content['text'] }}{% endif %}"
+    "{% endif %}{% endfor %}{% endfor %}")
 
 
 def messages(instruction: str, response: str | None = None) -> list[dict]:
@@ -41,13 +47,23 @@ def encode_example(processor, image, instruction: str, response: str) -> dict:
         raise ValueError("the chat template renders the prompt differently with and without the answer; "
                          "assistant-only masking needs the prompt to be a prefix")
     enc = processor(text=[full], images=[image], return_tensors="pt")
+    if "qformer_input_ids" in enc:  # InstructBLIP: the Q-Former reads the prompt, as at generation, never the answer
+        q = processor.qformer_tokenizer([prompt], return_tensors="pt")
+        enc["qformer_input_ids"], enc["qformer_attention_mask"] = q["input_ids"], q["attention_mask"]
     ids = enc["input_ids"][0]
     # The prompt's length with its image placeholder expanded as the processor expanded it in the
     # full example: the image is preprocessed once per example, not once more for the prompt.
-    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    image_token = str(getattr(processor.image_token, "content", processor.image_token))
+    image_id = processor.tokenizer.convert_tokens_to_ids(image_token)
     n_image = int((ids == image_id).sum())
-    prompt_ids = processor.tokenizer(prompt.replace(processor.image_token, processor.image_token * n_image, 1),
-                                     return_tensors="pt")["input_ids"][0]
+    if image_token in prompt:
+        prompt_ids = processor.tokenizer(prompt.replace(image_token, image_token * n_image, 1),
+                                         return_tensors="pt")["input_ids"][0]
+    else:  # InstructBLIP: the processor puts the query tokens before the text, outside the template
+        import torch
+
+        text_ids = processor.tokenizer(prompt, return_tensors="pt")["input_ids"][0]
+        prompt_ids = torch.cat([torch.full((n_image,), image_id, dtype=text_ids.dtype), text_ids])
     n_prompt = len(prompt_ids)
     if n_prompt >= len(ids) or not bool((ids[:n_prompt] == prompt_ids).all()):
         raise ValueError("prompt tokens are not a prefix of the full example's tokens")
@@ -61,8 +77,10 @@ def encode_example(processor, image, instruction: str, response: str) -> dict:
         labels[n_prompt + int(ends[-1]) + 1:] = IGNORE
     if int((labels != IGNORE).sum()) == 0:
         raise ValueError("no supervised tokens: the response is empty after tokenization")
-    # Per-token tensors ([1, L]: ids, mask, token types) become 1-D; image tensors stay as they are.
-    out = {k: (v[0] if v.ndim == 2 and v.shape == enc["input_ids"].shape else v) for k, v in enc.items()}
+    # Per-token tensors ([1, L]: ids, mask, token types; InstructBLIP's Q-Former ids and mask)
+    # become 1-D; image tensors stay as they are.
+    out = {k: (v[0] if v.ndim == 2 and (v.shape == enc["input_ids"].shape or k.startswith("qformer_")) else v)
+           for k, v in enc.items()}
     out["labels"] = labels
     return out
 
@@ -75,11 +93,11 @@ def collate(examples: list[dict], pad_id: int) -> dict:
     model reads each image's real count from `image_sizes`."""
     import torch
 
-    n = max(len(e["input_ids"]) for e in examples)
-    fill = {"input_ids": pad_id, "labels": IGNORE}
+    fill = {"input_ids": pad_id, "labels": IGNORE}  # masks and the Q-Former's ids pad with 0 (masked out)
     batch = {}
     for key, first in examples[0].items():
-        if first.ndim == 1 and len(first) == len(examples[0]["input_ids"]):  # per token: pad on the right
+        if first.ndim == 1:  # per token: pad on the right to the batch's longest
+            n = max(len(e[key]) for e in examples)
             batch[key] = torch.stack([torch.nn.functional.pad(e[key], (0, n - len(e[key])), value=fill.get(key, 0))
                                       for e in examples])
         elif first.ndim == 5:  # [1, tiles, C, H, W]

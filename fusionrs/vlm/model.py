@@ -33,7 +33,12 @@ def load_processor(uri: str, max_pixels: int = 0, min_pixels: int = 0):
         kwargs["max_pixels"] = max_pixels
     if min_pixels:
         kwargs["min_pixels"] = min_pixels
-    return AutoProcessor.from_pretrained(local_model_dir(uri), **kwargs)
+    processor = AutoProcessor.from_pretrained(local_model_dir(uri), **kwargs)
+    if getattr(processor, "chat_template", None) is None:  # InstructBLIP checkpoints ship none
+        from .chat import PLAIN_CHAT_TEMPLATE
+
+        processor.chat_template = PLAIN_CHAT_TEMPLATE.replace("EOS", processor.tokenizer.eos_token)
+    return processor
 
 
 def load_model(uri: str, dtype: str = "float32", adapter: str = ""):

@@ -37,7 +37,7 @@ def _corpus() -> list[str]:
     return lines * 4
 
 
-def train_tokenizer(vocab_size: int = 2000):
+def train_tokenizer(vocab_size: int = 2000, image_tokens: bool = True):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -48,10 +48,10 @@ def train_tokenizer(vocab_size: int = 2000):
     tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"})
+    named = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+             "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   **({"extra_special_tokens": named} if image_tokens else {}))
 
 
 def write_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> str:
@@ -140,6 +140,56 @@ def write_tiny_llava(out_dir: str | Path, next_: bool = False, seed: int = 0) ->
         cls = LlavaForConditionalGeneration
     torch.manual_seed(seed)
     model = cls(config)
+    with torch.no_grad():  # logits in a real model's range (see write_tiny_qwen2_5_vl)
+        model.get_input_embeddings().weight.normal_(0.0, 0.25)
+    model.generation_config.eos_token_id = tid("<|im_end|>")
+    model.generation_config.pad_token_id = tid("<|endoftext|>")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return str(out)
+
+
+def train_qformer_tokenizer():
+    """InstructBLIP's Q-Former reads the instruction with a BERT WordPiece tokenizer."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(_corpus(), vocab_size=1000, show_progress=False)
+    return BertTokenizerFast(tokenizer_object=wp._tokenizer, unk_token="[UNK]", sep_token="[SEP]",
+                             pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+
+
+def write_tiny_instructblip(out_dir: str | Path, seed: int = 0) -> str:
+    """A tiny InstructBLIP (Vicuna-style: Llama decoder) in HF format: ViT + Q-Former reading the
+    instruction + decoder, the real processor with its Q-Former tokenizer, and, like the released
+    checkpoints, no chat template (`load_processor` supplies the plain instruction → answer one)."""
+    import torch
+    from transformers import (BlipImageProcessor, InstructBlipConfig, InstructBlipForConditionalGeneration,
+                              InstructBlipProcessor, LlamaConfig)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # As in the released checkpoints, the processor adds its own "<image>" token to the tokenizer.
+    tokenizer, qformer_tokenizer = train_tokenizer(image_tokens=False), train_qformer_tokenizer()
+    n_query = 4
+    processor = InstructBlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": LLAVA_SIZE, "width": LLAVA_SIZE}),
+        tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer, num_query_tokens=n_query)
+    tid = tokenizer.convert_tokens_to_ids
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                       bos_token_id=tid("<|endoftext|>"), eos_token_id=tid("<|im_end|>"), pad_token_id=tid("<|endoftext|>"),
+                       tie_word_embeddings=True)
+    config = InstructBlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=LLAVA_SIZE, patch_size=14),
+        qformer_config=dict(vocab_size=len(qformer_tokenizer), hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, encoder_hidden_size=32,
+                            max_position_embeddings=512, pad_token_id=qformer_tokenizer.pad_token_id),
+        text_config=text.to_dict(), num_query_tokens=n_query, image_token_index=tid("<image>"))
+    torch.manual_seed(seed)
+    model = InstructBlipForConditionalGeneration(config)
     with torch.no_grad():  # logits in a real model's range (see write_tiny_qwen2_5_vl)
         model.get_input_embeddings().weight.normal_(0.0, 0.25)
     model.generation_config.eos_token_id = tid("<|im_end|>")
