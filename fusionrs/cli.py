@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -141,24 +142,14 @@ def cmd_tiny_model(args) -> int:
         key = "translate.sam_model" if args.kind == "sam" else "translate.prompt_caption=blip translate.blip_model"
         print(f"wrote a tiny {args.kind.upper()} (Hugging Face format) to {path}; use it with: {key}={path}")
         return 0
-    if args.kind == "qwen2_5_vl":
-        from .vlm.tiny import write_tiny_qwen2_5_vl
+    vlms = {"qwen2_5_vl": "Qwen2.5-VL", "llava": "LLaVA-1.5", "llava_next": "LLaVA-NeXT", "instructblip": "InstructBLIP"}
+    if args.kind in vlms:
+        from .vlm import tiny
 
-        path = write_tiny_qwen2_5_vl(args.out, seed=args.seed)
-        print(f"wrote a tiny Qwen2.5-VL (Hugging Face format) to {path}; use it with: model={path}")
-        return 0
-    if args.kind in ("llava", "llava_next"):
-        from .vlm.tiny import write_tiny_llava
-
-        path = write_tiny_llava(args.out, next_=args.kind == "llava_next", seed=args.seed)
-        name = "LLaVA-NeXT" if args.kind == "llava_next" else "LLaVA-1.5"
-        print(f"wrote a tiny {name} (Hugging Face format) to {path}; use it with: model={path}")
-        return 0
-    if args.kind == "instructblip":
-        from .vlm.tiny import write_tiny_instructblip
-
-        path = write_tiny_instructblip(args.out, seed=args.seed)
-        print(f"wrote a tiny InstructBLIP (Hugging Face format) to {path}; use it with: model={path}")
+        writer = {"qwen2_5_vl": tiny.write_tiny_qwen2_5_vl, "instructblip": tiny.write_tiny_instructblip}.get(
+            args.kind, functools.partial(tiny.write_tiny_llava, next_=args.kind == "llava_next"))
+        path = writer(args.out, seed=args.seed)
+        print(f"wrote a tiny {vlms[args.kind]} (Hugging Face format) to {path}; use it with: model={path}")
         return 0
     print(f"tiny-model: unknown kind {args.kind!r}", file=sys.stderr)
     return 2

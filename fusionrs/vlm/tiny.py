@@ -55,7 +55,6 @@ def train_tokenizer(vocab_size: int = 2000, image_tokens: bool = True):
 
 
 def write_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> str:
-    import torch
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
                               Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
@@ -80,17 +79,36 @@ def write_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> str:
         image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
         vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"),
         tie_word_embeddings=True)
+    return _save(Qwen2_5_VLForConditionalGeneration, config, processor, out, seed)
+
+
+def _save(model_cls, config, processor, out: Path, seed: int) -> str:
+    """Build the random model, give it a usable output range and end token, write the folder."""
+    import torch
+
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = model_cls(config)
     # Tied embeddings at the usual std 0.02 cap every logit near 0 (|h|·|e| ≈ 8 × 0.16), so no
     # adapter could move the output distribution; std 0.25 gives logits a real model's range.
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0.0, 0.25)
+    tid = processor.tokenizer.convert_tokens_to_ids
     model.generation_config.eos_token_id = tid("<|im_end|>")
     model.generation_config.pad_token_id = tid("<|endoftext|>")
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return str(out)
+
+
+def _llama_text_config(tokenizer):
+    """The decoder of the tiny LLaVA and InstructBLIP (Vicuna is a Llama)."""
+    from transformers import LlamaConfig
+
+    tid = tokenizer.convert_tokens_to_ids
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                       bos_token_id=tid("<|endoftext|>"), eos_token_id=tid("<|im_end|>"),
+                       pad_token_id=tid("<|endoftext|>"), tie_word_embeddings=True)
 
 
 # LLaVA-1.5's conversation format ("USER: <image>\n… ASSISTANT: …</s>"), with the tiny tokenizer's
@@ -108,8 +126,7 @@ def write_tiny_llava(out_dir: str | Path, next_: bool = False, seed: int = 0) ->
     """A tiny LLaVA-1.5 (`next_=False`) or LLaVA-NeXT (1.6, any-resolution tiles) in HF format:
     CLIP vision tower + Llama decoder + the real processor classes, so LLaVA-family checkpoints
     (GeoChat, H2RSVLM converted to HF) go through the same code path in tests."""
-    import torch
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
                               LlavaNextImageProcessor, LlavaNextProcessor, LlavaProcessor)
 
@@ -119,10 +136,7 @@ def write_tiny_llava(out_dir: str | Path, next_: bool = False, seed: int = 0) ->
     tid = tokenizer.convert_tokens_to_ids
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=LLAVA_SIZE, patch_size=14, projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                       bos_token_id=tid("<|endoftext|>"), eos_token_id=tid("<|im_end|>"), pad_token_id=tid("<|endoftext|>"),
-                       tie_word_embeddings=True)
+    text = _llama_text_config(tokenizer)
     common = dict(vision_config=vision, text_config=text, image_token_id=tid("<|image_pad|>"),
                   vision_feature_layer=-1, vision_feature_select_strategy="default", tie_word_embeddings=True)
     pixels = dict(size={"shortest_edge": LLAVA_SIZE}, crop_size={"height": LLAVA_SIZE, "width": LLAVA_SIZE})
@@ -138,15 +152,7 @@ def write_tiny_llava(out_dir: str | Path, next_: bool = False, seed: int = 0) ->
         config = LlavaConfig(**common)
         processor = LlavaProcessor(image_processor=CLIPImageProcessor(**pixels), **proc)
         cls = LlavaForConditionalGeneration
-    torch.manual_seed(seed)
-    model = cls(config)
-    with torch.no_grad():  # logits in a real model's range (see write_tiny_qwen2_5_vl)
-        model.get_input_embeddings().weight.normal_(0.0, 0.25)
-    model.generation_config.eos_token_id = tid("<|im_end|>")
-    model.generation_config.pad_token_id = tid("<|endoftext|>")
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return str(out)
+    return _save(cls, config, processor, out, seed)
 
 
 def train_qformer_tokenizer():
@@ -164,9 +170,8 @@ def write_tiny_instructblip(out_dir: str | Path, seed: int = 0) -> str:
     """A tiny InstructBLIP (Vicuna-style: Llama decoder) in HF format: ViT + Q-Former reading the
     instruction + decoder, the real processor with its Q-Former tokenizer, and, like the released
     checkpoints, no chat template (`load_processor` supplies the plain instruction → answer one)."""
-    import torch
     from transformers import (BlipImageProcessor, InstructBlipConfig, InstructBlipForConditionalGeneration,
-                              InstructBlipProcessor, LlamaConfig)
+                              InstructBlipProcessor)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,10 +182,7 @@ def write_tiny_instructblip(out_dir: str | Path, seed: int = 0) -> str:
         image_processor=BlipImageProcessor(size={"height": LLAVA_SIZE, "width": LLAVA_SIZE}),
         tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer, num_query_tokens=n_query)
     tid = tokenizer.convert_tokens_to_ids
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                       bos_token_id=tid("<|endoftext|>"), eos_token_id=tid("<|im_end|>"), pad_token_id=tid("<|endoftext|>"),
-                       tie_word_embeddings=True)
+    text = _llama_text_config(tokenizer)
     config = InstructBlipConfig(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            image_size=LLAVA_SIZE, patch_size=14),
@@ -188,12 +190,4 @@ def write_tiny_instructblip(out_dir: str | Path, seed: int = 0) -> str:
                             num_attention_heads=2, intermediate_size=64, encoder_hidden_size=32,
                             max_position_embeddings=512, pad_token_id=qformer_tokenizer.pad_token_id),
         text_config=text.to_dict(), num_query_tokens=n_query, image_token_index=tid("<image>"))
-    torch.manual_seed(seed)
-    model = InstructBlipForConditionalGeneration(config)
-    with torch.no_grad():  # logits in a real model's range (see write_tiny_qwen2_5_vl)
-        model.get_input_embeddings().weight.normal_(0.0, 0.25)
-    model.generation_config.eos_token_id = tid("<|im_end|>")
-    model.generation_config.pad_token_id = tid("<|endoftext|>")
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return str(out)
+    return _save(InstructBlipForConditionalGeneration, config, processor, out, seed)
