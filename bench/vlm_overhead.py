@@ -50,7 +50,7 @@ RESPONSE = ("A runway crosses the scene, seen in grayscale infrared style: brigh
             "center and dark, low-texture regions lie at the edges, with high intensity contrast.")
 
 
-def random_arch(arch: str, tiny_dir: str, device: str, bf16: bool):
+def random_arch(arch: str, tiny_dir: str, device: str, bf16: bool, attn: str = "sdpa"):
     """The real architecture with random weights, built on the device; ids from the tiny tokenizer."""
     import torch
     from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -64,7 +64,7 @@ def random_arch(arch: str, tiny_dir: str, device: str, bf16: bool):
                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]})
     config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(VISION, out_hidden_size=text["hidden_size"]),
                               tie_word_embeddings=text["tie_word_embeddings"], **ids)
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attn
     with torch.device(device):
         return Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16 if bf16 else torch.float32)
 
@@ -96,9 +96,9 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float, float, int]:
     torch.manual_seed(0)
     processor = load_processor(a.model, a.max_pixels)
     if a.arch:
-        model = random_arch(a.arch, a.model, a.device, a.bf16)
+        model = random_arch(a.arch, a.model, a.device, a.bf16, a.attn)
     else:
-        model = load_model(a.model, dtype="bfloat16" if a.bf16 else "float32").to(a.device)
+        model = load_model(a.model, dtype="bfloat16" if a.bf16 else "float32", attn_implementation=a.attn).to(a.device)
     n_params = sum(p.numel() for p in model.parameters())
     model.config.use_cache = False
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -128,7 +128,7 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float, float, int]:
     except AssertionError:  # torch's counter rejects grouped-query SDPA shapes: count the same math eagerly
         model.set_attn_implementation("eager")
         flops = count_flops()
-        model.set_attn_implementation("sdpa")
+        model.set_attn_implementation(a.attn)
     for s in range(0, len(data), a.micro_batch_size):
         chunk = data[s:s + a.micro_batch_size]
         t = time.perf_counter()
@@ -170,7 +170,7 @@ def ray_train(a, data: list[dict], out: str) -> dict:
                  **({"num_cpus": 2} if a.device == "cpu" else {}))
     cfg = VlmTrainConfig(data="bench", name="vlm-overhead", storage_path=out, model=a.model, micro_batch_size=a.micro_batch_size,
                          grad_accum=1, bf16=a.bf16, max_pixels=a.max_pixels, num_workers=1, use_gpu=a.device == "cuda",
-                         checkpoint_every=10 ** 6, lr=2e-4)
+                         checkpoint_every=10 ** 6, lr=2e-4, attn_implementation=a.attn)
     import dataclasses
 
     trainer = TorchTrainer(train_loop, train_loop_config={"cfg": dataclasses.asdict(cfg), "train_rows": len(data)},
@@ -192,6 +192,8 @@ def main() -> None:
     ap.add_argument("--max-pixels", type=int, default=0)
     ap.add_argument("--image-size", type=int, default=224, help="side of the square IR images fed to the processor")
     ap.add_argument("--no-ray", action="store_true", help="time the plain loop only")
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"],
+                    help="attention implementation (plain loop; the trainer's is attn_implementation)")
     a = ap.parse_args()
     import torch
 

@@ -158,3 +158,15 @@ def test_export_adapter_to_local_and_s3(s3_server, tmp_path):
     uri = export_adapter(result, VlmTrainConfig(data="x", name="run", storage_path="s3://runs/vlm"), storage)
     assert uri == "s3://runs/vlm/run/export/adapter"
     assert storage.read_bytes(uri + "/sub/w.bin") == b"\x00\x01" and storage.exists(uri + "/adapter_config.json")
+
+
+def test_attention_implementation_reaches_the_model_and_bad_values_fail(tiny_vlm):
+    from fusionrs.config import ConfigError, from_dict
+    from fusionrs.vlm.model import load_model
+    from fusionrs.vlm.train import VlmTrainConfig
+
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        from_dict(VlmTrainConfig, {"data": "x", "attn_implementation": "flash"}).validate()
+    model = load_model(tiny_vlm, attn_implementation="eager")
+    assert model.config._attn_implementation == "eager"
+    assert model.config.vision_config._attn_implementation == "eager"  # the vision tower's windows too

@@ -41,12 +41,13 @@ def load_processor(uri: str, max_pixels: int = 0, min_pixels: int = 0):
     return processor
 
 
-def load_model(uri: str, dtype: str = "float32", adapter: str = ""):
+def load_model(uri: str, dtype: str = "float32", adapter: str = "", attn_implementation: str = "sdpa"):
     """The base model (and a LoRA adapter folder when given, merged only logically: PeftModel)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    model = AutoModelForImageTextToText.from_pretrained(local_model_dir(uri), dtype=getattr(torch, dtype))
+    model = AutoModelForImageTextToText.from_pretrained(local_model_dir(uri), dtype=getattr(torch, dtype),
+                                                        attn_implementation=attn_implementation)
     if adapter:
         from peft import PeftModel
 

@@ -52,6 +52,10 @@ class VlmTrainConfig:
     zero_stage: int = 2  # 2 or 3
     bf16: bool = True
     gradient_checkpointing: bool = True
+    # "flash_attention_2" (needs the flash-attn package, GPU): Qwen2.5-VL's vision tower then runs
+    # its windowed attention as one variable-length call per layer; with "sdpa" transformers issues
+    # one call per window per image (25 windows at 512 px, in 28 of the 32 vision layers).
+    attn_implementation: str = "sdpa"
     grad_clip: float = 1.0
     max_pixels: int = 401_408  # Qwen image budget (512·28·28), as the official run
     min_pixels: int = 0  # 0: the processor's own
@@ -66,6 +70,7 @@ class VlmTrainConfig:
     def validate(self) -> None:
         _choice("setting", self.setting, SETTINGS)
         _choice("zero_stage", str(self.zero_stage), ("2", "3"))
+        _choice("attn_implementation", self.attn_implementation, ("sdpa", "eager", "flash_attention_2"))
         for t in self.tasks:
             _choice("tasks[]", t, TASKS)
         if not self.tasks:
@@ -110,7 +115,7 @@ def train_loop(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)  # same LoRA init on every rank
     processor = load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
-    model = load_model(cfg.model, dtype="bfloat16" if cfg.bf16 else "float32")
+    model = load_model(cfg.model, dtype="bfloat16" if cfg.bf16 else "float32", attn_implementation=cfg.attn_implementation)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
