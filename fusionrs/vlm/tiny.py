@@ -119,7 +119,7 @@ LLAVA_CHAT_TEMPLATE = (
     "{% if content['type'] == 'image' %}<|image_pad|>\n{% elif content['type'] == 'text' %}{{ content['text'] }}"
     "{% endif %}{% endfor %}{% endif %}{% if message['role'] == 'assistant' %}<|im_end|>{% else %} {% endif %}"
     "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
-LLAVA_SIZE = 28  # 2×2 patches of 14 px (+ the CLS token the default strategy drops)
+TINY_IMAGE_SIDE = 28  # tiny LLaVA and InstructBLIP vision towers: 2×2 patches of 14 px
 
 
 def write_tiny_llava(out_dir: str | Path, next_: bool = False, seed: int = 0) -> str:
@@ -135,15 +135,15 @@ def write_tiny_llava(out_dir: str | Path, next_: bool = False, seed: int = 0) ->
     tokenizer = train_tokenizer()
     tid = tokenizer.convert_tokens_to_ids
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=LLAVA_SIZE, patch_size=14, projection_dim=32)
+                              image_size=TINY_IMAGE_SIDE, patch_size=14, projection_dim=32)
     text = _llama_text_config(tokenizer)
     common = dict(vision_config=vision, text_config=text, image_token_id=tid("<|image_pad|>"),
                   vision_feature_layer=-1, vision_feature_select_strategy="default", tie_word_embeddings=True)
-    pixels = dict(size={"shortest_edge": LLAVA_SIZE}, crop_size={"height": LLAVA_SIZE, "width": LLAVA_SIZE})
+    pixels = dict(size={"shortest_edge": TINY_IMAGE_SIDE}, crop_size={"height": TINY_IMAGE_SIDE, "width": TINY_IMAGE_SIDE})
     proc = dict(tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
                 image_token="<|image_pad|>", num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE)
     if next_:
-        pinpoints = [[LLAVA_SIZE, LLAVA_SIZE], [LLAVA_SIZE, 2 * LLAVA_SIZE], [2 * LLAVA_SIZE, LLAVA_SIZE]]
+        pinpoints = [[TINY_IMAGE_SIDE, TINY_IMAGE_SIDE], [TINY_IMAGE_SIDE, 2 * TINY_IMAGE_SIDE], [2 * TINY_IMAGE_SIDE, TINY_IMAGE_SIDE]]
         config = LlavaNextConfig(image_grid_pinpoints=pinpoints, **common)
         processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **pixels),
                                        **proc)
@@ -179,13 +179,13 @@ def write_tiny_instructblip(out_dir: str | Path, seed: int = 0) -> str:
     tokenizer, qformer_tokenizer = train_tokenizer(image_tokens=False), train_qformer_tokenizer()
     n_query = 4
     processor = InstructBlipProcessor(
-        image_processor=BlipImageProcessor(size={"height": LLAVA_SIZE, "width": LLAVA_SIZE}),
+        image_processor=BlipImageProcessor(size={"height": TINY_IMAGE_SIDE, "width": TINY_IMAGE_SIDE}),
         tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer, num_query_tokens=n_query)
     tid = tokenizer.convert_tokens_to_ids
     text = _llama_text_config(tokenizer)
     config = InstructBlipConfig(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=LLAVA_SIZE, patch_size=14),
+                           image_size=TINY_IMAGE_SIDE, patch_size=14),
         qformer_config=dict(vocab_size=len(qformer_tokenizer), hidden_size=32, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64, encoder_hidden_size=32,
                             max_position_embeddings=512, pad_token_id=qformer_tokenizer.pad_token_id),
