@@ -121,7 +121,7 @@ def test_demo_lora_restart_and_improvement_over_base(ray_local, demo_build, tiny
     assert Path(tempfile.gettempdir(), "fusionrs-vlm-demo-test-failed-once").exists()  # it failed once, went on
     rows = 200  # the demo build's 50 accepted train rows × the four B-iraware tasks
     assert result.metrics["opt_step"] == plan_steps(rows, cfg, world=2)[1] and result.metrics["epoch"] == cfg.epochs
-    assert result.metrics["loss"] < result.metrics["first_loss"]
+    assert result.metrics["loss"] < result.metrics["first_loss"] / 4  # the run's first loss, kept across the restart
     model = PeftModel.from_pretrained(load_model(tiny_vlm), adapter)
     assert any(float(p.abs().sum()) > 0 for n, p in model.named_parameters() if "lora_B" in n)
 
@@ -130,11 +130,13 @@ def test_demo_lora_restart_and_improvement_over_base(ray_local, demo_build, tiny
     assert tuned["items"] == base["items"] >= 3 * base["images"] > 0  # four tasks; some images lack a scene label
     b, t = base["metrics"], tuned["metrics"]
     print({k: (round(b[k]["mean"], 2), round(t[k]["mean"], 2)) for k in t})
-    # Toward the training captions: word overlap (ROUGE-L, lexical F1) or their IR-cue content
-    # (cue coverage, Cap. IR). A random tiny model's greedy outputs vary between runs (Ray Data's
-    # batch order is not fixed), so the test asks for a clear gain on one of them, not on each.
+    # Every item gets an answer (a collapsed run answers with the end token alone: empty, scored 0).
+    assert tuned["failed"] == 0, [(p["task"], p["status"]) for p in tuned["predictions"] if p["status"] != "ok"][:8]
+    # Toward the training captions: word overlap (ROUGE-L, lexical F1) and their IR-cue content
+    # (cue coverage, Cap. IR). Greedy outputs vary between runs (Ray Data's batch order is not
+    # fixed); the margins hold over seeds (see docs/vlm.md, Debug model).
     gains = {k: t[k]["mean"] - b[k]["mean"] for k in ("rouge_l", "lexical_f1", "cue_coverage", "cap_ir")}
-    assert max(gains.values()) > 5, gains
+    assert min(gains.values()) > 10, gains
 
 
 def test_export_adapter_to_local_and_s3(s3_server, tmp_path):

@@ -133,12 +133,13 @@ def train_loop(config: dict) -> None:
     peft_model = engine.module
     device = engine.device
 
-    micro, opt_step, epoch0 = 0, 0, 0
+    micro, opt_step, epoch0, first_loss = 0, 0, 0, float("nan")
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
             state = json.loads((Path(d) / "state.json").read_text())
             micro, opt_step, epoch0 = state["micro_step"], state["opt_step"], state["epoch"]
+            first_loss = state.get("first_loss", first_loss)  # the run's, not the restart's
             engine.load_checkpoint(d, tag="ds", load_module_strict=False)  # frozen base weights are not in it
 
     def save_adapter(d: Path) -> None:
@@ -158,7 +159,7 @@ def train_loop(config: dict) -> None:
             save_adapter(Path(d))
             if rank == 0:
                 (Path(d) / "state.json").write_text(json.dumps({"micro_step": micro, "opt_step": opt_step,
-                                                                "epoch": epoch}))
+                                                                "epoch": epoch, "first_loss": first_loss}))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     shard = ray.train.get_dataset_shard("train")
@@ -189,6 +190,8 @@ def train_loop(config: dict) -> None:
             micro += 1
             step_tokens.append(int(batch["attention_mask"].sum()))
             losses.append(loss.item())
+            if math.isnan(first_loss):
+                first_loss = losses[0]
             step_s.append(time.perf_counter() - t)
             if micro % cfg.grad_accum == 0:
                 opt_step += 1
@@ -197,7 +200,7 @@ def train_loop(config: dict) -> None:
                                     epoch)
         warm = slice(2, None) if len(step_s) > 4 else slice(None)  # skip first-step allocations and warm-up
         save_and_report({"opt_step": opt_step, "epoch": epoch + 1, "loss": _mean(losses[-cfg.grad_accum * 10:]),
-                         "first_loss": losses[0] if losses else float("nan"),
+                         "first_loss": first_loss,
                          "micro_step_s_median": _median(step_s[warm]),
                          # Tokens (prompt, image and response) per second of micro-step time.
                          "tokens_per_s_per_worker": sum(step_tokens[warm]) / max(sum(step_s[warm]), 1e-9)},
