@@ -130,6 +130,17 @@ def test_deepspeed_zero2_two_workers_and_resume_after_failure(ray_local, demo_bu
     assert open_clip.create_model(tiny_clip["model"], pretrained=exports["best"]) is not None
     assert os.path.exists(exports["latest"])
 
+    # The trainer plans its steps from count_rows (three small columns): the rows clip_dataset yields.
+    from fusionrs.clip.data import clip_dataset, count_rows
+    from fusionrs.clip.model import create_clip
+    from fusionrs.storage import Storage
+
+    _, preprocess, tokenizer = create_clip(tiny_clip["model"], tiny_clip["pretrained"], tiny_clip["model_config"])
+    for split, setting, eval_only in (("train", "B-iraware", False), ("val", "580k-only", True)):
+        args = (str(demo_build / "triplets"), split, setting)
+        expected = clip_dataset(*args, preprocess, tokenizer, Storage(), eval_only=eval_only).count()
+        assert count_rows(*args, Storage(), eval_only=eval_only) == expected > 0, (split, setting)
+
 
 @pytest.mark.slow
 def test_demo_clip_beats_untrained_in_every_direction(ray_local, demo_build, tiny_clip, tmp_path):

@@ -103,3 +103,6 @@ def test_instruction_rows_per_setting():
     assert cue_phrases(batch["ir_aware_caption"][0]) == ["seen in grayscale", "bright planes", "dark grass"]
     assert responses({"caption": "", "ir_aware_caption": "", "class_name": None}, "B-iraware")["scene"] is None
     assert set(SETTINGS) == {"A-original", "B-iraware", "C-mixed"}
+    # Without the image column (how training counts its rows) the rows are the same, minus the images.
+    text_only = instruction_rows({k: v for k, v in batch.items() if k != "ir_jpeg"}, "C-mixed")
+    assert text_only == {k: v for k, v in c.items() if k != "ir_jpeg"} and c["ir_jpeg"][0] == b"x"

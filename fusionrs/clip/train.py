@@ -255,7 +255,7 @@ def train_clip(cfg: ClipTrainConfig, build_storage=None):
     from ray.train.torch import TorchTrainer
 
     from ..storage import Storage
-    from .data import clip_dataset
+    from .data import clip_dataset, count_rows
     from .model import create_clip
 
     cfg.validate()
@@ -268,7 +268,7 @@ def train_clip(cfg: ClipTrainConfig, build_storage=None):
     _, preprocess, tokenizer = create_clip(cfg.model, cfg.pretrained, cfg.model_config, cfg.quick_gelu)
     triplets = cfg.data.rstrip("/") + "/triplets"
     train_ds = clip_dataset(triplets, "train", cfg.setting, preprocess, tokenizer, storage)
-    train_rows = train_ds.count()
+    train_rows = count_rows(triplets, "train", cfg.setting, storage)
     if train_rows < cfg.batch_size * cfg.num_workers:
         raise ValueError(f"{train_rows} training rows for setting {cfg.setting} < one global batch "
                          f"({cfg.batch_size} x {cfg.num_workers} workers)")

@@ -196,8 +196,9 @@ def responses(row: dict, setting: str) -> dict[str, str | None]:
 def instruction_rows(batch: dict, setting: str, tasks: tuple[str, ...] = TASKS) -> dict:
     """Triplet batch (columns) → instruction rows (columns), for Ray Data's flat expansion."""
     parts = ("A-original", "B-iraware") if setting == "C-mixed" else (setting,)
-    cols: dict[str, list] = {k: [] for k in ("sample_id", "source", "setting", "task", "instruction", "response",
-                                             "ir_jpeg")}
+    keys = ["sample_id", "source", "setting", "task", "instruction", "response"]
+    keys += ["ir_jpeg"] if "ir_jpeg" in batch else []  # absent when only counting rows
+    cols: dict[str, list] = {k: [] for k in keys}
     n = len(batch["sample_id"])
     for i in range(n):
         row = {k: batch[k][i] for k in ("caption", "ir_aware_caption", "class_name")}
@@ -211,6 +212,7 @@ def instruction_rows(batch: dict, setting: str, tasks: tuple[str, ...] = TASKS) 
                 cols["task"].append(task)
                 cols["instruction"].append(INSTRUCTIONS[task])
                 cols["response"].append(resp)
-                cols["ir_jpeg"].append(batch["ir_jpeg"][i])
+                if "ir_jpeg" in cols:
+                    cols["ir_jpeg"].append(batch["ir_jpeg"][i])
     return cols
 

@@ -219,8 +219,10 @@ INSTRUCTION_COLUMNS = ["sample_id", "source", "split", "caption", "ir_aware_capt
                        "class_name", "ir_jpeg", "is_eval_representative"]
 
 
-def instruction_dataset(triplets_uri: str, split: str, setting: str, tasks, storage, eval_only: bool = False):
-    """Ray Data instruction rows from the build's triplets: the IR-aware subset of one split."""
+def instruction_dataset(triplets_uri: str, split: str, setting: str, tasks, storage, eval_only: bool = False,
+                        images: bool = True):
+    """Ray Data instruction rows from the build's triplets: the IR-aware subset of one split.
+    `images=False` leaves the JPEG column unread: the same rows, cheap to count."""
     import functools
 
     import ray
@@ -228,7 +230,8 @@ def instruction_dataset(triplets_uri: str, split: str, setting: str, tasks, stor
     from .instructions import instruction_rows
 
     fs, path = storage.resolve(triplets_uri)
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=INSTRUCTION_COLUMNS)
+    columns = INSTRUCTION_COLUMNS if images else [c for c in INSTRUCTION_COLUMNS if c != "ir_jpeg"]
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=columns)
     ds = ds.filter(functools.partial(in_ir_aware_subset, split=split, eval_only=eval_only))
     return ds.map_batches(instruction_rows, fn_kwargs={"setting": setting, "tasks": tuple(tasks)},
                           batch_format="numpy", batch_size=64)
@@ -254,9 +257,11 @@ def train_vlm(cfg: VlmTrainConfig, storage=None):
         if v and "://" not in v and os.path.exists(v) and not os.path.isabs(v):
             setattr(cfg, k, os.path.abspath(v))  # workers run elsewhere: the driver's paths
     storage = storage or Storage(s3_endpoint=os.environ.get("AWS_ENDPOINT_URL", ""))
-    ds = instruction_dataset(cfg.data.rstrip("/") + "/triplets", "train", cfg.setting, cfg.tasks, storage)
-    ds = ds.materialize()  # counted once, then streamed (images are small JPEG bytes)
-    rows = ds.count()
+    triplets = cfg.data.rstrip("/") + "/triplets"
+    # Counted from the text columns (the step plan needs it), then streamed with the images: no
+    # copy of every JPEG in the object store (2.4M instruction rows at the paper's scale).
+    rows = instruction_dataset(triplets, "train", cfg.setting, cfg.tasks, storage, images=False).count()
+    ds = instruction_dataset(triplets, "train", cfg.setting, cfg.tasks, storage)
     if rows < cfg.micro_batch_size * cfg.num_workers * cfg.grad_accum:
         raise ValueError(f"{rows} instruction rows for setting {cfg.setting} < one optimizer step "
                          f"({cfg.micro_batch_size} x {cfg.num_workers} workers x {cfg.grad_accum} accumulation)")
