@@ -258,10 +258,14 @@ def train_vlm(cfg: VlmTrainConfig, storage=None):
             setattr(cfg, k, os.path.abspath(v))  # workers run elsewhere: the driver's paths
     storage = storage or Storage(s3_endpoint=os.environ.get("AWS_ENDPOINT_URL", ""))
     triplets = cfg.data.rstrip("/") + "/triplets"
-    # Counted from the text columns (the step plan needs it), then streamed with the images: no
-    # copy of every JPEG in the object store (2.4M instruction rows at the paper's scale).
+    # Counted from the text columns (the step plan needs the count before training starts). Large
+    # sets then stream with their images, block order shuffled per epoch: no copy of every JPEG
+    # in the object store (2.4M instruction rows at the paper's scale).
     rows = instruction_dataset(triplets, "train", cfg.setting, cfg.tasks, storage, images=False).count()
     ds = instruction_dataset(triplets, "train", cfg.setting, cfg.tasks, storage)
+    small = rows < 200_000
+    if small:  # a full shuffle holds every row in the object store anyway: read once, not per epoch
+        ds = ds.materialize()
     if rows < cfg.micro_batch_size * cfg.num_workers * cfg.grad_accum:
         raise ValueError(f"{rows} instruction rows for setting {cfg.setting} < one optimizer step "
                          f"({cfg.micro_batch_size} x {cfg.num_workers} workers x {cfg.grad_accum} accumulation)")
@@ -273,7 +277,7 @@ def train_vlm(cfg: VlmTrainConfig, storage=None):
                                                resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=ray.train.RunConfig(name=cfg.name, storage_path=_storage_path(cfg.storage_path),
                                        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures)),
-        datasets={"train": ds.random_shuffle(seed=cfg.seed) if rows < 200_000 else ds.randomize_block_order(seed=cfg.seed)},
+        datasets={"train": ds.random_shuffle(seed=cfg.seed) if small else ds.randomize_block_order(seed=cfg.seed)},
     )
     result = trainer.fit()
     return result, export_adapter(result, cfg)
