@@ -25,7 +25,7 @@ import psutil
 
 
 def make_sources(root: Path, rows: int) -> Path:
-    from fusionrs.sample import write_sample
+    from fusionrs.dev.sample import write_sample
 
     info = write_sample(root / "src", per_source=max(1, rows // 5), seed=0)
     return Path(info["build_config"])
@@ -33,13 +33,13 @@ def make_sources(root: Path, rows: int) -> Path:
 
 def bare_loop_rates(build_yaml: Path, n: int = 300) -> dict:
     """Rows/s of each stage alone, in a plain single-process loop (no Ray)."""
-    from fusionrs.caption.cues import CueCaptioner
-    from fusionrs.clean import CaptionCleaner
+    from fusionrs.build.caption.cues import CueCaptioner
+    from fusionrs.build.clean import CaptionCleaner
+    from fusionrs.build.ingest import ingest_record
+    from fusionrs.build.readers import plan_units, read_unit
+    from fusionrs.build.translate.pseudo_ir import PseudoIRTranslator
     from fusionrs.config import load_config
-    from fusionrs.ingest import ingest_record
-    from fusionrs.readers import plan_units, read_unit
-    from fusionrs.storage import Storage
-    from fusionrs.translate.pseudo_ir import PseudoIRTranslator
+    from fusionrs.core.storage import Storage
 
     cfg = load_config(build_yaml, ["output=/tmp/unused"])
     st = Storage()
@@ -70,9 +70,8 @@ def bare_loop_rates(build_yaml: Path, n: int = 300) -> dict:
 
 def one_build(build_yaml: str, out: str) -> None:
     """Child process: run the build, sample RSS of the driver and of all Ray workers."""
-    from fusionrs.build import build
+    from fusionrs.build.pipeline import build
     from fusionrs.config import load_config
-
     me = psutil.Process()
     peak = {"driver": 0, "all": 0}
     stop = threading.Event()

@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from fusionrs.caption.openai_api import OpenAICaptioner
-from fusionrs.config import CaptionConfig, IRFilterConfig
-from fusionrs.sample import draw_scene, jpeg
-from fusionrs.storage import Storage
+from fusionrs.build.caption.openai_api import OpenAICaptioner
+from fusionrs.config.build import CaptionConfig, IRFilterConfig
+from fusionrs.core.storage import Storage
+from fusionrs.dev.sample import draw_scene, jpeg
 
 
 def main() -> None:

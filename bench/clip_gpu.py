@@ -31,8 +31,8 @@ PEAK_TFLOPS_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  #
 
 
 def step_fn(model, opt, batch: dict, dtype):
-    from fusionrs.clip.loss import trimodal_loss
-    from fusionrs.clip.train import encode
+    from fusionrs.train.clip.loss import trimodal_loss
+    from fusionrs.train.clip.train import encode
 
     def step(count_only: bool = False):
         with torch.autocast(batch["rgb"].device.type, dtype=torch.bfloat16, enabled=dtype is not None):
@@ -51,7 +51,7 @@ def step_fn(model, opt, batch: dict, dtype):
 def measure(name: str, model_config: str, precision: str, batch: int, steps: int, device: str) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fusionrs.clip.model import create_clip
+    from fusionrs.train.clip.model import create_clip
 
     torch.manual_seed(0)
     model, _, _ = create_clip(name, "", model_config)
@@ -96,7 +96,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     models = [(m, "") for m in a.models]
     if a.tiny:
-        from fusionrs.clip.model import write_tiny_clip
+        from fusionrs.train.clip.model import write_tiny_clip
 
         t = write_tiny_clip(Path(tempfile.mkdtemp()) / "tiny")
         models, a.batch, a.steps, a.precisions = [(t["model"], t["model_config"])], 8, 3, ["fp32", "amp-bf16"]

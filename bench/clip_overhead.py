@@ -36,9 +36,9 @@ def synthetic_batch(batch: dict, image_size: int) -> dict:
 
 
 def plain_loop(tiny: dict, batch: int, steps: int) -> float:
-    from fusionrs.clip.loss import trimodal_loss
-    from fusionrs.clip.model import create_clip
-    from fusionrs.clip.train import encode
+    from fusionrs.train.clip.loss import trimodal_loss
+    from fusionrs.train.clip.model import create_clip
+    from fusionrs.train.clip.train import encode
 
     torch.manual_seed(0)
     model, _, _ = create_clip(tiny["model"], tiny["pretrained"], tiny["model_config"])
@@ -62,7 +62,7 @@ def ray_train(tiny: dict, batch: int, steps: int, strategy: str, out: str) -> di
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from fusionrs.clip.train import ClipTrainConfig, train_loop
+    from fusionrs.train.clip.train import ClipTrainConfig, train_loop
 
     size = 64  # the tiny model's image size
     ds = ray.data.range(batch * steps).map_batches(synthetic_batch, fn_kwargs={"image_size": size}, batch_size=batch)
@@ -85,7 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    from fusionrs.clip.model import write_tiny_clip
+    from fusionrs.train.clip.model import write_tiny_clip
 
     work = tempfile.mkdtemp(prefix="fusionrs-clip-overhead-")
     tiny = write_tiny_clip(Path(work) / "tiny")

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fusionrs.evaluation.retrieval import _normalise, six_directions  # noqa: E402
+from fusionrs.eval.retrieval import _normalise, six_directions  # noqa: E402
 
 
 def main() -> None:

@@ -28,11 +28,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def build(tiny: bool, device: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import create_unet_diffusers_config_from_ldm, create_vae_diffusers_config_from_ldm
+    from diffusers.loaders.single_file_utils import (
+        create_unet_diffusers_config_from_ldm,
+        create_vae_diffusers_config_from_ldm,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from fusionrs.translate.diffv2ir.configs import DIFFV2IR_GENERATE, tiny_generate_config
-    from fusionrs.translate.diffv2ir.tokenizer import write_clip_tokenizer
+    from fusionrs.build.translate.diffv2ir.configs import DIFFV2IR_GENERATE, tiny_generate_config
+    from fusionrs.build.translate.diffv2ir.tokenizer import write_clip_tokenizer
 
     cfg = tiny_generate_config() if tiny else DIFFV2IR_GENERATE
     with torch.device(device):
@@ -48,7 +51,7 @@ def build(tiny: bool, device: str):
 def count_flops(pipe, imgs, prompts, seeds, segs, sc) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fusionrs.translate.diffv2ir.pipeline import SamplingConfig
+    from fusionrs.build.translate.diffv2ir.pipeline import SamplingConfig
 
     one = SamplingConfig(steps=1, cfg_text=sc.cfg_text, cfg_image=sc.cfg_image, cfg_seg=sc.cfg_seg)
     with FlopCounterMode(display=False) as fc:
@@ -62,10 +65,10 @@ def count_flops(pipe, imgs, prompts, seeds, segs, sc) -> float:
 
 
 def time_it(pipe, n_images, batch, res, sc, reference=False) -> float:
+    import numpy as np
     from PIL import Image
 
-    from fusionrs.sample import draw_scene
-    import numpy as np
+    from fusionrs.dev.sample import draw_scene
 
     imgs = [draw_scene("port", np.random.default_rng(i)).resize((res, res)) for i in range(batch)]
     segs = [Image.new("RGB", (res, res), (255, 255, 255))] * batch
@@ -86,7 +89,7 @@ def time_it(pipe, n_images, batch, res, sc, reference=False) -> float:
 
 
 def main() -> None:
-    from fusionrs.translate.diffv2ir.pipeline import DiffV2IRPipeline, SamplingConfig
+    from fusionrs.build.translate.diffv2ir.pipeline import DiffV2IRPipeline, SamplingConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test with the tiny debug model")

@@ -73,7 +73,7 @@ def rows(n: int, size: int = 224) -> list[dict]:
     import numpy as np
     from PIL import Image
 
-    from fusionrs.vlm.instructions import INSTRUCTIONS
+    from fusionrs.train.vlm.instructions import INSTRUCTIONS
 
     rng = np.random.default_rng(0)
     out = []
@@ -90,8 +90,8 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float, float, int]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fusionrs.vlm.chat import collate, decode_image, encode_example
-    from fusionrs.vlm.model import add_lora, load_model, load_processor
+    from fusionrs.train.vlm.chat import collate, decode_image, encode_example
+    from fusionrs.train.vlm.model import add_lora, load_model, load_processor
 
     torch.manual_seed(0)
     processor = load_processor(a.model, a.max_pixels)
@@ -162,7 +162,7 @@ def ray_train(a, data: list[dict], out: str) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from fusionrs.vlm.train import VlmTrainConfig, train_loop
+    from fusionrs.train.vlm.train import VlmTrainConfig, train_loop
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -199,7 +199,7 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="fusionrs-vlm-overhead-")
     if not a.model:
-        from fusionrs.vlm.tiny import write_tiny_qwen2_5_vl
+        from fusionrs.dev.tiny_vlm import write_tiny_qwen2_5_vl
 
         a.model = write_tiny_qwen2_5_vl(Path(work) / "tiny")
     if a.arch and not a.no_ray:

@@ -1,13 +1,14 @@
-"""`fusionrs` command line: build, sample, demo.
+"""`fusionrs` command line: it parses arguments and dispatches to the library, nothing more.
 
-    fusionrs demo [--out out/demo]                      sample data + build, CPU only, no keys
-    fusionrs sample OUT [--per-source N] [--seed S]     generated sources in the five formats
-    fusionrs build --config CONFIG [key=value ...]      the build (same as python -m jobs.build_dataset)
-    fusionrs cost OUTPUT                                the cost ledger: per run, per stage, work reused
-    fusionrs tiny-model KIND OUT                        a tiny random model in its real format (debug model):
-                                                        diffv2ir, clip, qwen2_5_vl, llava, llava_next,
-                                                        instructblip, sam, blip
-    fusionrs convert-diffv2ir CKPT OUT_DIR [--sha256]   LDM checkpoint → diffusers folder
+    fusionrs demo [--out out/demo]                   sample data → build → tiny CLIP and VLM, trained and evaluated
+    fusionrs build --config CONFIG [key=value ...]   the build (same as python -m jobs.build_dataset)
+    fusionrs sample OUT [--per-source N]             generated sources in the five real formats
+    fusionrs cost OUTPUT                             the cost ledger: per run, per stage, work reused
+    fusionrs config show {build,clip,vlm,eval}       every config key, its default and what it does
+    fusionrs tiny-model KIND OUT                     a tiny random model in its real on-disk format
+    fusionrs convert-diffv2ir CKPT OUT_DIR           LDM DiffV2IR checkpoint → diffusers folder
+
+A config is a recipe name (`--config demo`) or a YAML path; `--config` may stand anywhere.
 """
 
 from __future__ import annotations
@@ -18,23 +19,23 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
-from .config import ConfigError, load_config
+from fusionrs.config import BuildConfig, ClipTrainConfig, ConfigError, EvalConfig, VlmTrainConfig, load_config
+from fusionrs.config.loader import format_keys
+from fusionrs.recipes import recipe
 
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+CONFIGS = {"build": BuildConfig, "clip": ClipTrainConfig, "vlm": VlmTrainConfig, "eval": EvalConfig}
 
 
 def cmd_build(args) -> int:
+    from fusionrs.build.pipeline import BuildInterrupted, build  # imports Ray: only when building
+    from fusionrs.build.report import console_summary
+
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(recipe(args.config), args.overrides)
     except (ConfigError, FileNotFoundError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    from .build import BuildInterrupted, build
-
     t0 = time.time()
     try:
         manifest = build(cfg)
@@ -42,62 +43,48 @@ def cmd_build(args) -> int:
         print(f"stopped (SIGTERM); committed work is kept; rerun the same command to resume. Ledger: {cfg.output}/ledger/",
               file=sys.stderr)
         return 143
-    c = manifest["counts"]
-    print(f"\nbuilt {c['triplets']:,} triplets, {c['rejects']:,} rejects in {time.time() - t0:.1f}s")
-    print(f"outputs under {cfg.output}: triplets/ rejects/ manifest.json stats.md README.md config.yaml ledger/")
-    if manifest["status"] != "completed":
-        print(f"status {manifest['status']}: {len(manifest['pending_parts'])} parts pending; rerun to continue")
-    print(f"cost: fusionrs cost {cfg.output}")
+    print(console_summary(cfg, manifest, time.time() - t0))
     return 0
 
 
 def cmd_sample(args) -> int:
-    from .sample import write_sample
+    from fusionrs.dev.sample import write_sample
 
-    info = write_sample(args.out, per_source=args.per_source, seed=args.seed)
-    print(json.dumps(info, indent=1))
+    print(json.dumps(write_sample(args.out, per_source=args.per_source, seed=args.seed), indent=1))
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .build import build
-    from .sample import write_sample
+    from fusionrs.demo import run_demo
 
-    t0 = time.time()
-    print(f"[1/4] generating sample sources under {args.out}/sample ...", flush=True)
-    info = write_sample(f"{args.out}/sample", per_source=args.per_source, seed=0)
-    print(f"      {info['records']} records ({info['planted']} planted problems)")
-    print("[2/4] building the dataset on a local Ray instance ...", flush=True)
-    cfg = load_config(info["build_config"], [f"output={args.out}/build", *args.overrides])
-    manifest = build(cfg)
-    c = manifest["counts"]
-    clip_md = vlm_md = ""
-    if not args.skip_clip:
-        clip_md = _demo_clip(args.out, cfg.output)
-    if not args.skip_vlm:
-        vlm_md = _demo_vlm(args.out, cfg.output)
+    r = run_demo(args.out, args.per_source, args.overrides, clip=not args.skip_clip, vlm=not args.skip_vlm)
+    c, out = r["manifest"]["counts"], args.out
     print("\n" + "=" * 72)
-    print(f"demo finished in {time.time() - t0:.0f}s: {c['triplets']} triplets, {c['rejects']} rejects")
-    if clip_md:
-        print(clip_md)
-        print(f"  retrieval    : {args.out}/eval/retrieval.md (and .json)")
-    if vlm_md:
-        print(vlm_md)
-        print(f"  generative   : {args.out}/eval/vlm_results.md (and .json, predictions in vlm_predictions.jsonl)")
-    print(f"  dataset card : {cfg.output}/README.md")
-    print(f"  statistics   : {cfg.output}/stats.md")
-    print(f"  triplets     : {cfg.output}/triplets/   rejects: {cfg.output}/rejects/")
-    print(f"  manifest     : {cfg.output}/manifest.json")
-    print("rebuild with changes, e.g.:  fusionrs build --config configs/demo.yaml output=out/demo-2 split.seed=3")
+    print(f"demo finished in {r['seconds']:.0f}s: {c['triplets']} triplets, {c['rejects']} rejects")
+    for md, what in ((r["clip_md"], f"retrieval    : {out}/eval/retrieval.md (and .json)"),
+                     (r["vlm_md"], f"generative   : {out}/eval/vlm_results.md (and .json, predictions in vlm_predictions.jsonl)")):
+        if md:
+            print(md)
+            print(f"  {what}")
+    b = r["build"]
+    print(f"  dataset card : {b}/README.md\n  statistics   : {b}/stats.md\n  triplets     : {b}/triplets/   "
+          f"rejects: {b}/rejects/\n  manifest     : {b}/manifest.json")
+    print("rebuild with changes, e.g.:  fusionrs build --config demo output=out/demo-2 split.seed=3 "
+          f"{' '.join(a for a in _sample_roots(out))}")
     return 0
 
 
-def cmd_cost(args) -> int:
-    from .config import StorageConfig
-    from .ledger import format_ledgers, read_ledgers
-    from .storage import Storage
+def _sample_roots(out: str) -> list[str]:
+    from fusionrs.dev.sample import source_overrides
 
-    runs = read_ledgers(Storage.from_config(StorageConfig()), args.output)
+    return source_overrides(recipe("demo"), f"{out}/sample") if out != "out/demo" else []
+
+
+def cmd_cost(args) -> int:
+    from fusionrs.build.ledger import format_ledgers, read_ledgers
+    from fusionrs.core.storage import Storage
+
+    runs = read_ledgers(Storage.from_env(), args.output)
     if not runs:
         print(f"no ledger under {args.output}/ledger", file=sys.stderr)
         return 1
@@ -105,11 +92,17 @@ def cmd_cost(args) -> int:
     return 0
 
 
+def cmd_config_show(args) -> int:
+    print(f"{args.which} config keys (dotted key, default, description); override any with key=value:")
+    print(format_keys(CONFIGS[args.which]))
+    return 0
+
+
 def cmd_convert_diffv2ir(args) -> int:
-    from .translate.diffv2ir.convert import ConvertError, convert_checkpoint
+    from fusionrs.build.translate.diffv2ir.convert import ConvertError, convert_checkpoint
 
     try:
-        meta = convert_checkpoint(args.ckpt, args.out, sha256=args.sha256, original_config=args.config,
+        meta = convert_checkpoint(args.ckpt, args.out, sha256=args.sha256, original_config=args.ldm_config,
                                   tokenizer_dir=args.tokenizer)
     except ConvertError as e:
         print(f"convert-diffv2ir: {e}", file=sys.stderr)
@@ -121,125 +114,82 @@ def cmd_convert_diffv2ir(args) -> int:
 
 def cmd_tiny_model(args) -> int:
     if args.kind == "diffv2ir":
-        from .translate.diffv2ir.tiny import write_tiny_checkpoint
+        from fusionrs.dev.tiny_diffv2ir import write_tiny_checkpoint
 
         path = write_tiny_checkpoint(args.out, seed=args.seed)
         print(f"wrote {path} (+ {path.with_suffix('.yaml').name}); convert it with:\n"
               f"  fusionrs convert-diffv2ir {path} {args.out}/converted")
-        return 0
-    if args.kind == "clip":
-        from .clip.model import write_tiny_clip
+    elif args.kind == "clip":
+        from fusionrs.dev.tiny_clip import write_tiny_clip
 
         info = write_tiny_clip(args.out, seed=args.seed)
-        print(json.dumps(info, indent=1))
-        print(f"use it with: model={info['model']} model_config={info['model_config']} pretrained={info['pretrained']}")
-        return 0
-    if args.kind in ("sam", "blip"):
-        from .translate.diffv2ir.blip import write_tiny_blip
-        from .translate.diffv2ir.sam import write_tiny_sam
+        print("use it with: " + " ".join(f"model.{k}={v}" for k, v in info.items()))
+    elif args.kind in ("sam", "blip"):
+        from fusionrs.dev.tiny_diffv2ir import write_tiny_blip, write_tiny_sam
 
         path = (write_tiny_sam if args.kind == "sam" else write_tiny_blip)(args.out, seed=args.seed)
-        key = "translate.sam_model" if args.kind == "sam" else "translate.prompt_caption=blip translate.blip_model"
+        key = "translate.seg=sam translate.sam_model" if args.kind == "sam" else "translate.prompt_caption=blip translate.blip_model"
         print(f"wrote a tiny {args.kind.upper()} (Hugging Face format) to {path}; use it with: {key}={path}")
-        return 0
-    vlms = {"qwen2_5_vl": "Qwen2.5-VL", "llava": "LLaVA-1.5", "llava_next": "LLaVA-NeXT", "instructblip": "InstructBLIP"}
-    if args.kind in vlms:
-        from .vlm import tiny
+    else:
+        from fusionrs.dev import tiny_vlm
 
-        writer = {"qwen2_5_vl": tiny.write_tiny_qwen2_5_vl, "instructblip": tiny.write_tiny_instructblip}.get(
-            args.kind, functools.partial(tiny.write_tiny_llava, next_=args.kind == "llava_next"))
+        writer = {"qwen2_5_vl": tiny_vlm.write_tiny_qwen2_5_vl, "instructblip": tiny_vlm.write_tiny_instructblip}.get(
+            args.kind, functools.partial(tiny_vlm.write_tiny_llava, next_=args.kind == "llava_next"))
         path = writer(args.out, seed=args.seed)
-        print(f"wrote a tiny {vlms[args.kind]} (Hugging Face format) to {path}; use it with: model={path}")
-        return 0
-    print(f"tiny-model: unknown kind {args.kind!r}", file=sys.stderr)
-    return 2
+        print(f"wrote a tiny {args.kind} (Hugging Face format) to {path}; use it with: model.path={path}")
+    return 0
 
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"  # the repository's recipes (the demo's too)
+TINY_KINDS = ["diffv2ir", "clip", "qwen2_5_vl", "llava", "llava_next", "instructblip", "sam", "blip"]
 
 
-def recipe(name: str) -> str:
-    path = RECIPES / name
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} not found: `fusionrs demo` runs from a clone of the repository")
-    return str(path)
-
-
-def _demo_clip(out: str, data: str) -> str:
-    """Train the tiny CLIP on the demo build (configs/clip-demo.yaml, paths pointed at this demo's
-    output) and evaluate it against the untrained model on the test split."""
-    from .clip.model import write_tiny_clip
-    from .clip.train import ClipTrainConfig, train_clip
-    from .evaluation.clip_eval import evaluate_clip, write_results
-    from .evaluation.retrieval import markdown_table
-
-    print("[3/4] training a tiny tri-modal CLIP on it (Ray Train, 2 workers) and evaluating ...", flush=True)
-    tiny = write_tiny_clip(f"{out}/tiny-clip")
-    cfg = load_config(recipe("clip-demo.yaml"), [f"data={data}", f"storage_path={out}/train",
-                                                 *(f"{k}={v}" for k, v in tiny.items())], cls=ClipTrainConfig)
-    _, exports = train_clip(cfg)
-    results = {name: evaluate_clip(data, "test", tiny["model"], ck, tiny["model_config"])
-               for name, ck in (("untrained tiny CLIP", tiny["pretrained"]), ("trained tiny CLIP", exports["best"]))}
-    write_results(results, f"{out}/eval")
-    return markdown_table({k: v["overall"] for k, v in results.items()}, "Retrieval on the demo's test split (%)")
-
-
-def _demo_vlm(out: str, data: str) -> str:
-    """LoRA-tune a tiny Qwen2.5-VL on the demo build (configs/vlm-demo.yaml) and evaluate the base
-    model and the adapter on the test split (four tasks, Table 5 layout)."""
-    from .evaluation.vlm_eval import evaluate_vlm, write_vlm_results
-    from .vlm.tiny import write_tiny_qwen2_5_vl
-    from .vlm.train import VlmTrainConfig, train_vlm
-
-    print("[4/4] LoRA-tuning a tiny Qwen2.5-VL on the IR-aware rows (Ray Train + DeepSpeed) and evaluating ...",
-          flush=True)
-    model = write_tiny_qwen2_5_vl(f"{out}/tiny-qwen2_5_vl")
-    cfg = load_config(recipe("vlm-demo.yaml"), [f"data={data}", f"storage_path={out}/train", f"model={model}"],
-                      cls=VlmTrainConfig)
-    _, adapter = train_vlm(cfg)
-    results = {"tiny Qwen2.5-VL (base)": evaluate_vlm(data, "test", model),
-               f"+ LoRA {cfg.setting}": evaluate_vlm(data, "test", model, adapter=adapter)}
-    return write_vlm_results(results, f"{out}/eval")
-
-
-def main(argv: list[str] | None = None) -> int:
-    _setup_logging()
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fusionrs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     b = sub.add_parser("build", help="build a dataset from a config")
-    b.add_argument("--config", required=True)
-    b.add_argument("overrides", nargs="*", help="key=value overrides, dotted paths (split.seed=3)")
+    b.add_argument("--config", required=True, help="a recipe name (demo, fusionrs-600k) or a YAML file")
+    b.add_argument("overrides", nargs="*", help="key=value overrides, dotted paths (split.seed=3); "
+                                                "`fusionrs config show build` lists every key")
     b.set_defaults(fn=cmd_build)
     s = sub.add_parser("sample", help="generate sample sources in the five real formats")
-    s.add_argument("out")
-    s.add_argument("--per-source", type=int, default=40)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("out", help="folder to write the sources (and records.json, what was written) into")
+    s.add_argument("--per-source", type=int, default=40, help="records per source (default 40)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the generator (default 0)")
     s.set_defaults(fn=cmd_sample)
-    d = sub.add_parser("demo", help="sample + build on the embedded default (CPU, offline)")
-    d.add_argument("--out", default="out/demo")
-    d.add_argument("--per-source", type=int, default=40)
+    d = sub.add_parser("demo", help="sample + build + tiny CLIP and VLM on the embedded default (CPU, offline)")
+    d.add_argument("--out", default="out/demo", help="where everything goes (default out/demo)")
+    d.add_argument("--per-source", type=int, default=40, help="sample records per source (default 40)")
     d.add_argument("--skip-clip", action="store_true", help="no CLIP training and evaluation")
     d.add_argument("--skip-vlm", action="store_true", help="no VLM LoRA training and evaluation")
-    d.add_argument("overrides", nargs="*")
+    d.add_argument("overrides", nargs="*", help="key=value overrides of the build config")
     d.set_defaults(fn=cmd_demo)
     k = sub.add_parser("cost", help="print the cost ledger of a build output (per run, per stage)")
     k.add_argument("output", help="the build's output URI")
     k.add_argument("--last", type=int, default=0, help="only the last N runs")
     k.set_defaults(fn=cmd_cost)
-    c = sub.add_parser("convert-diffv2ir", help="LDM DiffV2IR checkpoint → diffusers folder (safetensors)")
-    c.add_argument("ckpt")
-    c.add_argument("out")
-    c.add_argument("--sha256", default="", help="expected SHA-256 of CKPT")
-    c.add_argument("--config", default=None, help="LDM config (generate.yaml); default: CKPT.yaml or DiffV2IR's")
-    c.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
-    c.set_defaults(fn=cmd_convert_diffv2ir)
+    c = sub.add_parser("config", help="show a config's keys, defaults and descriptions")
+    cs = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = cs.add_parser("show", help="every key of a config with its default and description")
+    show.add_argument("which", choices=sorted(CONFIGS), help="which config")
+    show.set_defaults(fn=cmd_config_show)
+    v = sub.add_parser("convert-diffv2ir", help="LDM DiffV2IR checkpoint → diffusers folder (safetensors)")
+    v.add_argument("ckpt", help="the LDM checkpoint (after_phase_2.ckpt)")
+    v.add_argument("out", help="the diffusers folder to write")
+    v.add_argument("--sha256", default="", help="expected SHA-256 of CKPT")
+    v.add_argument("--ldm-config", default=None, help="LDM config (generate.yaml); default: CKPT.yaml or DiffV2IR's")
+    v.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
+    v.set_defaults(fn=cmd_convert_diffv2ir)
     t = sub.add_parser("tiny-model", help="write a tiny random model in the real on-disk format (debug model)")
-    t.add_argument("kind", choices=["diffv2ir", "clip", "qwen2_5_vl", "llava", "llava_next", "instructblip", "sam",
-                                    "blip"])
-    t.add_argument("out")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("kind", choices=TINY_KINDS, help="which model family")
+    t.add_argument("out", help="the folder to write")
+    t.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     t.set_defaults(fn=cmd_tiny_model)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    args = parser().parse_args(argv)
     return args.fn(args)
 
 

@@ -1,16 +1,34 @@
-"""Build a FusionRS-style RGB–IR–text dataset.
+"""Build a FusionRS-style RGB–IR–text dataset (the Ray Data pipeline of docs/pipeline.md).
 
-CPU, local Ray (after `fusionrs sample out/demo/sample` or `fusionrs demo`):
+CPU, local Ray (after `fusionrs demo`, which writes the sample sources to out/demo/sample):
     python -m jobs.build_dataset --config configs/demo.yaml output=out/demo-2 split.seed=3
 
 Cluster (the driver runs on the head node; see docs/cluster.md):
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
         python -m jobs.build_dataset --config configs/fusionrs-600k.yaml
+
+Rerunning the same command resumes: finished shards are reused, nothing is paid twice.
 """
 
 import sys
+import time
 
-from fusionrs.cli import main
+from fusionrs.build.pipeline import BuildInterrupted, build
+from fusionrs.build.report import console_summary
+from fusionrs.config import BuildConfig, parse_job_args
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_job_args(argv, BuildConfig, __doc__, "python -m jobs.build_dataset")
+    t0 = time.time()
+    try:
+        manifest = build(cfg)
+    except BuildInterrupted:
+        print("stopped (SIGTERM): committed work is kept; rerun the same command to resume", file=sys.stderr)
+        return 143
+    print(console_summary(cfg, manifest, time.time() - t0))
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main(["build", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

@@ -7,23 +7,22 @@ CPU, local Ray (after `fusionrs demo`; the tiny model from `fusionrs tiny-model 
 Cluster:
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
         python -m jobs.train_vlm --config configs/vlm-qwen2.5-vl-7b.yaml data=s3://bucket/fusionrs/600k setting=B-iraware
-Resubmitting the same `name` + `storage_path` resumes from the last checkpoint. The adapter
-(peft + processor) is in the run's checkpoints and, for local storage, in <storage_path>/<name>/export/adapter.
+
+Resubmitting the same run.name + run.storage_path resumes from the last checkpoint. The adapter
+(peft + processor) is exported to <run.storage_path>/<run.name>/export/adapter.
 """
 
 import json
 import sys
 
-from fusionrs.config import config_from_argv
-from fusionrs.vlm.train import VlmTrainConfig, train_vlm
+from fusionrs.config import VlmTrainConfig, parse_job_args
+from fusionrs.train.vlm.step import train_vlm
 
 
 def main(argv: list[str]) -> int:
-    cfg = config_from_argv(argv, VlmTrainConfig, __doc__)
-    if cfg is None:
-        return 2
+    cfg = parse_job_args(argv, VlmTrainConfig, __doc__, "python -m jobs.train_vlm")
     result, adapter = train_vlm(cfg)
-    print(json.dumps({"metrics": result.metrics, "adapter": adapter}, indent=1))
+    print(json.dumps({"metrics": result.metrics, "adapter": adapter}, indent=1, default=str))
     return 0
 
 

@@ -24,6 +24,22 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FUSIONRS_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEMO_RECIPE = REPO / "configs" / "demo.yaml"
+
+
+def sample_build_args(sample_dir: Path, *overrides: str) -> list[str]:
+    """The demo recipe pointed at generated sources: argv of `jobs.build_dataset` / `fusionrs build`."""
+    from fusionrs.dev.sample import source_overrides
+
+    return ["--config", str(DEMO_RECIPE), *source_overrides(DEMO_RECIPE, sample_dir), *overrides]
+
+
+def sample_config(sample_dir: Path, *overrides: str):
+    """The demo recipe over generated sources, as a BuildConfig."""
+    from fusionrs.config import load_config
+    from fusionrs.dev.sample import source_overrides
+
+    return load_config(DEMO_RECIPE, [*source_overrides(DEMO_RECIPE, sample_dir), *overrides])
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +74,7 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def sample_sources(tmp_path_factory) -> Path:
-    from fusionrs.sample import write_sample
+    from fusionrs.dev.sample import write_sample
 
     out = tmp_path_factory.mktemp("sample") / "src"
     write_sample(out, per_source=24, seed=0)
@@ -67,12 +83,12 @@ def sample_sources(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_build(ray_local, tmp_path_factory):
-    """The demo's own data (shared by the CLIP and VLM tests): `fusionrs sample` at the demo size, built with the demo settings."""
-    from fusionrs.build import build
-    from fusionrs.config import load_config
-    from fusionrs.sample import write_sample
+    """The demo's own data (shared by the CLIP and VLM tests): `fusionrs sample` at the demo size,
+    built with the demo recipe."""
+    from fusionrs.build.pipeline import build
+    from fusionrs.dev.sample import write_sample
 
     d = tmp_path_factory.mktemp("demo")
-    info = write_sample(d / "sample", per_source=40, seed=0)
-    build(load_config(info["build_config"], [f"output={d / 'build'}"]))
+    write_sample(d / "sample", per_source=40, seed=0)
+    build(sample_config(d / "sample", f"output={d / 'build'}"))
     return d / "build"

@@ -8,10 +8,9 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
-from fusionrs.build import build
-from fusionrs.config import load_config
-from fusionrs.testing.fake_openai import FakeOpenAI
-from tests.conftest import API_KEY, API_KEY_ENV
+from fusionrs.build.pipeline import build
+from fusionrs.dev.fake_openai import FakeOpenAI
+from tests.conftest import API_KEY, API_KEY_ENV, sample_config
 
 pytestmark = pytest.mark.slow
 MODEL = "qwen/qwen2.5-vl-72b-instruct"
@@ -30,7 +29,7 @@ def test_openai_build_captions_subset_and_rerun_pays_nothing(ray_local, sample_s
         overrides = [f"output={out}", "caption.backend=openai", f"caption.base_url={srv.base_url}",
                      f"caption.api_key_env={API_KEY_ENV}", "caption.requests_per_minute=6000",
                      "caption.concurrency=8", "caption.max_actors=2"]
-        cfg = load_config(sample_sources / "build.yaml", overrides)
+        cfg = sample_config(sample_sources, *overrides)
         m1 = build(cfg)
         rows = triplets(out)
         selected = [r for r in rows if r["ir_caption_status"] != "not_selected"]
@@ -45,8 +44,8 @@ def test_openai_build_captions_subset_and_rerun_pays_nothing(ray_local, sample_s
         m2 = build(cfg)  # same build again: no request for anything already captioned
         assert len(srv.requests) == paid
         assert m2["work"]["api_new_spend_usd"] == 0.0 and m2["work"]["caption_parts_skipped"] > 0
-        from fusionrs.ledger import read_ledgers
-        from fusionrs.storage import Storage
+        from fusionrs.build.ledger import read_ledgers
+        from fusionrs.core.storage import Storage
 
         l1, l2 = read_ledgers(Storage(), str(out))
         assert l1["stages"]["caption"]["api_tokens_in"] == 900 * paid_ok and l1["stages"]["caption"]["api_tokens_out"] == 40 * paid_ok
@@ -65,7 +64,7 @@ def test_402_keeps_completed_work_and_a_rerun_finishes(ray_local, sample_sources
     with FakeOpenAI(api_key=API_KEY, model=MODEL) as srv:
         srv.pay_after = 10
         out = tmp_path / "out"
-        cfg = load_config(sample_sources / "build.yaml", [
+        cfg = sample_config(sample_sources, *[
             f"output={out}", "caption.backend=openai", f"caption.base_url={srv.base_url}",
             f"caption.api_key_env={API_KEY_ENV}", "caption.requests_per_minute=0", "caption.concurrency=2",
             "caption.parts_per_call=1"])

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusionrs.caption.openai_api import OpenAICaptioner, parse_caption, parse_retry_after
-from fusionrs.config import CaptionConfig, IRFilterConfig
-from fusionrs.sample import draw_scene, jpeg
-from fusionrs.storage import Storage
-from fusionrs.testing.fake_openai import FakeOpenAI
+from fusionrs.build.caption.openai_api import OpenAICaptioner, parse_caption, parse_retry_after
+from fusionrs.config.build import CaptionConfig, IRFilterConfig
+from fusionrs.core.storage import Storage
+from fusionrs.dev.fake_openai import FakeOpenAI
+from fusionrs.dev.sample import draw_scene, jpeg
 from tests.conftest import API_KEY, API_KEY_ENV
 
 MODEL = "qwen/qwen2.5-vl-72b-instruct"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fusionrs.testing.fake_openai import FakeOpenAI
+from fusionrs.dev.fake_openai import FakeOpenAI
 from tests.chaos.common import expected_ids, kill_head, output_ids, start_head, wait_for
-from tests.conftest import API_KEY, API_KEY_ENV
+from tests.conftest import API_KEY, API_KEY_ENV, sample_build_args
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -40,14 +40,14 @@ def run_script(name: str, *args, timeout=420) -> dict:
 
 
 def test_worker_node_lost_mid_build(sample_sources, tmp_path):
-    r = run_script("node_loss.py", sample_sources / "build.yaml", tmp_path / "out")
+    r = run_script("node_loss.py", sample_sources, tmp_path / "out")
     assert r["started"] and r["finished"], r
     assert r["n"] == r["unique"] and r["exact"], r
 
 
 @pytest.mark.isolated
 def test_translate_pool_demand_adds_gpu_nodes(sample_sources, tmp_path):
-    r = run_script("autoscale.py", sample_sources / "build.yaml", tmp_path / "out")
+    r = run_script("autoscale.py", sample_sources, tmp_path / "out")
     assert r["gpus_before"] == 0 and r["gpu_nodes_added"] >= 1 and r["status"] == "completed", r
     assert r["triplets"] > 0
 
@@ -59,7 +59,7 @@ def _job(args, **kw):
 def test_driver_killed_then_rerun_pays_nothing_twice(sample_sources, tmp_path):
     out = tmp_path / "out"
     with FakeOpenAI(api_key=API_KEY, model="qwen/qwen2.5-vl-72b-instruct", delay_s=0.25) as srv:
-        args = ["--config", str(sample_sources / "build.yaml"), f"output={out}", "caption.backend=openai",
+        args = [*sample_build_args(sample_sources), f"output={out}", "caption.backend=openai",
                 f"caption.base_url={srv.base_url}", f"caption.api_key_env={API_KEY_ENV}", "caption.concurrency=2",
                 "caption.parts_per_call=1", "caption.requests_per_minute=0"]
         p = subprocess.Popen([str(BIN / "python"), "-m", "jobs.build_dataset", *args], env=env(), cwd=REPO,
@@ -98,7 +98,7 @@ def test_job_submit_stop_resubmit(sample_sources, tmp_path):
     ray = str(BIN / "ray")
     address = f"http://127.0.0.1:{dash}"
     out = tmp_path / "out"
-    cmd = ["--", "python", "-m", "jobs.build_dataset", "--config", str(sample_sources / "build.yaml"), f"output={out}"]
+    cmd = ["--", "python", "-m", "jobs.build_dataset", *sample_build_args(sample_sources), f"output={out}"]
     renv = json.dumps({"working_dir": str(REPO), "excludes": [".venv", "out", ".git", "**/__pycache__"]})
 
     def job(*a, **kw):
@@ -130,7 +130,7 @@ def test_job_submit_stop_resubmit(sample_sources, tmp_path):
         r = submit("--submission-id", "build-2", "--runtime-env-json", renv, *cmd)
         assert r.returncode == 0 and "succeeded" in status("build-2"), r.stdout[-3000:] + r.stderr[-3000:]
         ids = output_ids(out)
-        assert len(ids) == len(set(ids)) and set(ids) == expected_ids(sample_sources / "build.yaml")
+        assert len(ids) == len(set(ids)) and set(ids) == expected_ids(sample_sources)
         logs = job("logs", "--address", address, "build-2").stdout + job("logs", "--address", address, "build-1").stdout
         assert os.environ["AWS_SECRET_ACCESS_KEY"] not in logs and API_KEY not in logs
     finally:

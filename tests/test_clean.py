@@ -2,8 +2,8 @@ import hashlib
 
 import pytest
 
-from fusionrs import clean as C
-from fusionrs.config import CleanConfig
+from fusionrs.build import clean as C
+from fusionrs.config.build import CleanConfig
 
 
 @pytest.fixture(scope="module")

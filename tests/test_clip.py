@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import tempfile
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fusionrs.clip.loss import pair_loss, trimodal_loss
+from fusionrs.train.clip.loss import pair_loss, trimodal_loss
 
 
 def test_pair_loss_matches_hand_computation():
@@ -81,13 +82,14 @@ def test_gradients_flow_through_gathered_features():
 def test_tiny_clip_round_trips_through_open_clip(tmp_path):
     import open_clip
 
-    from fusionrs.clip.model import create_clip, export_open_clip, write_tiny_clip
+    from fusionrs.dev.tiny_clip import write_tiny_clip
+    from fusionrs.train.clip.model import create_clip, export_open_clip
 
     info = write_tiny_clip(tmp_path)
-    net, preprocess, tok = create_clip(info["model"], info["pretrained"], info["model_config"])
+    net, preprocess, tok = create_clip(info["name"], info["pretrained"], info["config_json"])
     net.logit_scale = torch.nn.Parameter(net.logit_scale.detach().reshape(1) + 0.5)  # as trained under DeepSpeed
     export_open_clip(net, tmp_path / "export.pt")
-    again = open_clip.create_model(info["model"], pretrained=str(tmp_path / "export.pt"))
+    again = open_clip.create_model(info["name"], pretrained=str(tmp_path / "export.pt"))
     assert torch.allclose(again.logit_scale, net.logit_scale.reshape(()))
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(again.encode_image(x), net.encode_image(x), atol=1e-6)
@@ -96,69 +98,95 @@ def test_tiny_clip_round_trips_through_open_clip(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    from fusionrs.clip.model import write_tiny_clip
+    from fusionrs.dev.tiny_clip import write_tiny_clip
 
     return write_tiny_clip(tmp_path_factory.mktemp("tinyclip"))
 
 
-def train(tiny_clip, data, tmp_path, **kw):
-    from fusionrs.clip.train import ClipTrainConfig, train_clip
+def fresh_model(tiny_clip):
+    from fusionrs.train.clip.model import create_clip
 
-    cfg = ClipTrainConfig(data=str(data), storage_path=str(tmp_path / "runs"), model=tiny_clip["model"],
-                          model_config=tiny_clip["model_config"], pretrained=tiny_clip["pretrained"], lr=1e-3,
-                          warmup_steps=2, batch_size=16, num_workers=2, cpus_per_worker=0.5, **kw)
-    return train_clip(cfg)
+    return create_clip(tiny_clip["name"], tiny_clip["pretrained"], tiny_clip["config_json"])[0]
+
+
+def train(tiny_clip, data, tmp_path, *overrides, callbacks=()):
+    from fusionrs.config import ClipTrainConfig, load_config
+    from fusionrs.train.clip.step import train_clip
+
+    cfg = load_config(None, [f"data={data}", f"run.storage_path={tmp_path / 'runs'}", "optim.lr=1e-3",
+                             "optim.warmup_steps=2", "batch_size=16", "run.num_workers=2", "run.cpus_per_worker=0.5",
+                             *(f"model.{k}={v}" for k, v in tiny_clip.items()), *overrides], cls=ClipTrainConfig)
+    return cfg, *train_clip(cfg, callbacks=callbacks)
 
 
 @pytest.mark.slow
 def test_deepspeed_zero2_two_workers_and_resume_after_failure(ray_local, demo_build, tiny_clip, tmp_path):
     """DeepSpeed ZeRO-2 on two gloo workers, a worker failure at step 4, restart from the step-3
-    checkpoint. (DDP on two workers runs in the demo test below, with configs/clip-demo.yaml.)"""
-    marker = os.path.join(tempfile.gettempdir(), "fusionrs-ds-failed-once")
-    if os.path.exists(marker):
-        os.remove(marker)
-    result, exports = train(tiny_clip, demo_build, tmp_path, name="ds", strategy="deepspeed", zero_stage=2, epochs=1,
-                            checkpoint_every=3, fail_at_step=4, max_failures=1)
+    checkpoint: the restarted workers start from the checkpoint's weights, not fresh ones, and
+    the step count carries on. (DDP resume runs in the demo test below.)"""
+    from tests.faults import FailOnce, ProbeRestore, checkpoint_digest, trainable_digest
+
+    probe = tmp_path / "probe"
+    cfg, result, exports = train(tiny_clip, demo_build, tmp_path, "run.name=ds", "parallel.strategy=deepspeed",
+                                 "parallel.zero_stage=2", "optim.epochs=1", "run.checkpoint_every=3",
+                                 "run.max_failures=1", callbacks=[FailOnce(4, tmp_path / "failed"), ProbeRestore(probe)])
     import pyarrow.dataset as pads
 
     splits = pads.dataset(str(demo_build / "triplets"), format="parquet").to_table(columns=["split"])["split"].to_pylist()
     steps_per_epoch = splits.count("train") // (16 * 2)  # train rows over one global batch
-    assert result.metrics["step"] == steps_per_epoch  # the step count carried on through the restart
-    assert os.path.exists(marker) and "val_mean_r" in result.metrics
+    assert result.metrics["opt_step"] == steps_per_epoch  # the step count carried on through the restart
+    assert (tmp_path / "failed").exists() and "val_mean_r" in result.metrics
+    restored = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["opt_step"] == 3 for r in restored)  # resumed from the step-3 checkpoint, not from 0
+    fresh = fresh_model(tiny_clip)
+    saved = checkpoint_digest(result, 3, {n for n, _ in fresh.named_parameters()})
+    assert all(r["digest"] == saved for r in restored)  # ... with its weights
+    fresh.logit_scale = torch.nn.Parameter(fresh.logit_scale.detach().reshape(1))  # as DeepSpeed trains it
+    assert trainable_digest(fresh) != saved  # a fresh start would differ
     import open_clip
 
-    assert open_clip.create_model(tiny_clip["model"], pretrained=exports["best"]) is not None
+    assert open_clip.create_model(tiny_clip["name"], pretrained=exports["best"]) is not None
     assert os.path.exists(exports["latest"])
 
-    # The trainer plans its steps from count_rows (three small columns): the rows clip_dataset yields.
-    from fusionrs.clip.data import clip_dataset, count_rows
-    from fusionrs.clip.model import create_clip
-    from fusionrs.storage import Storage
+    # The trainer plans its steps from count_rows (three small columns): the rows clip_rows yields.
+    from fusionrs.core.storage import Storage
+    from fusionrs.train.clip.data import clip_rows, count_rows
 
-    _, preprocess, tokenizer = create_clip(tiny_clip["model"], tiny_clip["pretrained"], tiny_clip["model_config"])
     expected = []
     for split, setting, eval_only in (("train", "B-iraware", False), ("val", "580k-only", True),
                                       ("train", "580k-only", True)):  # no train row represents a group: 0
-        args = (str(demo_build / "triplets"), split, setting)
-        expected.append(clip_dataset(*args, preprocess, tokenizer, Storage(), eval_only=eval_only).count())
-        assert count_rows(*args, Storage(), eval_only=eval_only) == expected[-1], (split, setting, eval_only)
+        expected.append(clip_rows(str(demo_build), split, setting, Storage(), eval_only=eval_only).count())
+        assert count_rows(str(demo_build), split, setting, Storage(), eval_only=eval_only) == expected[-1], \
+            (split, setting, eval_only)
     assert expected[0] > 0 and expected[1] > 0 and expected[2] == 0
 
 
 @pytest.mark.slow
 def test_demo_clip_beats_untrained_in_every_direction(ray_local, demo_build, tiny_clip, tmp_path):
-    from fusionrs.config import load_config
-    from fusionrs.clip.train import ClipTrainConfig, train_clip
-    from fusionrs.evaluation.clip_eval import evaluate_clip
-    from pathlib import Path
+    """configs/clip-demo.yaml (DDP, two workers) with a worker failure in epoch 2: the restart
+    resumes from the epoch-1 checkpoint's weights; the trained model beats the untrained one."""
+    from fusionrs.config import ClipTrainConfig, load_config
+    from fusionrs.eval.clip_eval import evaluate_clip
+    from fusionrs.train.clip.step import train_clip
+    from tests.faults import FailOnce, ProbeRestore, checkpoint_digest
 
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "configs" / "clip-demo.yaml", [
-        f"data={demo_build}", f"storage_path={tmp_path / 'runs'}", f"model_config={tiny_clip['model_config']}",
-        f"pretrained={tiny_clip['pretrained']}"], cls=ClipTrainConfig)
-    _, exports = train_clip(cfg)
-    before = evaluate_clip(str(demo_build), "test", tiny_clip["model"], tiny_clip["pretrained"], tiny_clip["model_config"])
-    after = evaluate_clip(str(demo_build), "test", tiny_clip["model"], exports["best"], tiny_clip["model_config"])
+        f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}",
+        *(f"model.{k}={v}" for k, v in tiny_clip.items())], cls=ClipTrainConfig)
+    import pyarrow.dataset as pads
+
+    splits = pads.dataset(str(demo_build / "triplets"), format="parquet").to_table(columns=["split"])["split"].to_pylist()
+    per_epoch = splits.count("train") // (cfg.batch_size * cfg.run.num_workers)
+    probe = tmp_path / "probe"
+    result, exports = train_clip(cfg, callbacks=[FailOnce(per_epoch + 2, tmp_path / "failed"), ProbeRestore(probe)])
+    restored = json.loads((probe / "rank0.json").read_text())
+    assert (tmp_path / "failed").exists() and restored["opt_step"] == per_epoch  # from the epoch-1 checkpoint
+    names = {n for n, _ in fresh_model(tiny_clip).named_parameters()}
+    assert restored["digest"] == checkpoint_digest(result, per_epoch, names)  # DDP: train.pt's weights
+    assert result.metrics["opt_step"] == per_epoch * cfg.optim.epochs
+    before = evaluate_clip(str(demo_build), "test", tiny_clip["name"], tiny_clip["pretrained"], tiny_clip["config_json"])
+    after = evaluate_clip(str(demo_build), "test", tiny_clip["name"], exports["best"], tiny_clip["config_json"])
     for d in ("IR->Text", "Text->IR", "RGB->IR", "IR->RGB", "RGB->Text", "Text->RGB"):
         assert np.mean(list(after["overall"][d].values())) > np.mean(list(before["overall"][d].values())), d
     assert after["overall"]["mean_r"] > before["overall"]["mean_r"] + 10

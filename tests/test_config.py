@@ -1,6 +1,7 @@
 import pytest
 
-from fusionrs.config import BuildConfig, ConfigError, apply_overrides, from_dict, load_config
+from fusionrs.config import BuildConfig, ClipTrainConfig, ConfigError, EvalConfig, VlmTrainConfig, load_config
+from fusionrs.config.loader import apply_overrides, from_dict, parse_job_args
 
 BASE = {"output": "out/x", "sources": [{"name": "RSICD", "format": "karpathy_json", "root": "r", "annotations": "a.json"}]}
 
@@ -68,3 +69,42 @@ def test_repo_recipes_load():
     assert sum(sum(c.values()) for c in full.split.counts.values()) == 600_000
     assert {k: sum(c[k] for c in full.split.counts.values()) for k in ("train", "val", "test")} == \
         {"train": 580_000, "val": 10_000, "test": 10_000}
+    kinds = {"clip": ClipTrainConfig, "vlm": VlmTrainConfig, "eval": EvalConfig}
+    loaded = 0
+    for f in sorted(root.glob("*.yaml")):
+        cls = kinds.get(f.stem.split("-")[0], BuildConfig)
+        assert isinstance(load_config(f, cls=cls), cls), f
+        loaded += 1
+    assert loaded >= 10
+
+
+@pytest.mark.parametrize("cls,override,match", [
+    (ClipTrainConfig, "optim.lrr=1", r"unknown key 'optim\.lrr'; valid keys here: .*lr"),
+    (ClipTrainConfig, "run.num_workers=two", r"run\.num_workers: expected an integer"),
+    (ClipTrainConfig, "parallel.strategy=fsdp", r"parallel\.strategy"),
+    (VlmTrainConfig, "lora.r=0", r"lora\.r: must be positive"),
+    (VlmTrainConfig, "tasks=[caption, poem]", r"tasks\[\]: 'poem'"),
+    (EvalConfig, "compute.actors=0", r"compute\.actors: must be positive"),
+    (EvalConfig, "split=train", r"split: 'train'"),
+])
+def test_one_dialect_for_training_and_evaluation(cls, override, match):
+    base = ["data=x"] + (["clip.checkpoints.a=b"] if cls is EvalConfig else [])
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [*base, override], cls=cls)
+
+
+def test_job_arguments_config_anywhere_help_and_errors(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text("data: d\nrun: {name: r}\n")
+    a = parse_job_args(["optim.lr=0.5", "--config", str(p), "batch_size=8"], ClipTrainConfig, "doc", "job")
+    assert (a.optim.lr, a.batch_size, a.run.name) == (0.5, 8, "r")
+    with pytest.raises(SystemExit) as e:
+        parse_job_args(["--help"], VlmTrainConfig, "Train a VLM.", "job")
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "Train a VLM." in out
+    for key in ("lora.r", "optim.grad_accum", "run.storage_path", "model.max_pixels", "loader.shuffle_buffer"):
+        assert key in out, key
+    assert "Ray Train run name" in out  # descriptions come from the source comments
+    with pytest.raises(SystemExit) as e:
+        parse_job_args(["--config", str(p), "run.nme=x"], ClipTrainConfig, "doc", "job")
+    assert e.value.code == 2 and "run.nme" in capsys.readouterr().err

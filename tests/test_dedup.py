@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusionrs.dedup import chunk_layout, group_samples, near_pairs
+from fusionrs.build.dedup import chunk_layout, group_samples, near_pairs
 
 
 def brute_force(hashes, r):

@@ -10,11 +10,19 @@ import pytest
 import torch
 from PIL import Image
 
-from fusionrs.sample import draw_scene
-from fusionrs.translate.diffv2ir.convert import ConvertError, convert_checkpoint, file_sha256
-from fusionrs.translate.diffv2ir.pipeline import (DiffV2IRPipeline, KarrasSchedule, SamplingConfig, fit, guide,
-                                                  sample_seed, upstream_size)
-from fusionrs.translate.diffv2ir.tiny import build_tiny_components, write_tiny_checkpoint
+from fusionrs.build.translate.diffv2ir.convert import ConvertError, convert_checkpoint, file_sha256
+from fusionrs.build.translate.diffv2ir.pipeline import (
+    DiffV2IRPipeline,
+    KarrasSchedule,
+    SamplingConfig,
+    fit,
+    guide,
+    sample_seed,
+    upstream_size,
+)
+from fusionrs.dev.sample import draw_scene
+from fusionrs.dev.tiny_diffv2ir import build_tiny_components, write_tiny_checkpoint
+from tests.conftest import sample_config
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +54,14 @@ def run(p, idx, sc=SC):
 
 
 def test_ldm_key_mapping_round_trips_through_diffusers():
-    from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
-                                                     create_unet_diffusers_config_from_ldm, create_vae_diffusers_config_from_ldm)
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        create_unet_diffusers_config_from_ldm,
+        create_vae_diffusers_config_from_ldm,
+    )
 
-    from fusionrs.translate.diffv2ir.ldm_keys import unet_to_ldm, vae_to_ldm
+    from fusionrs.build.translate.diffv2ir.ldm_keys import unet_to_ldm, vae_to_ldm
 
     cfg, unet, vae, _ = build_tiny_components(3)
     usd, vsd = unet.state_dict(), vae.state_dict()
@@ -169,22 +181,21 @@ def test_converter_refuses_missing_ema_wrong_hash_and_pickles(tiny, tmp_path):
         convert_checkpoint(tmp_path / "pickled.ckpt", tmp_path / "z")
 
 
-def test_translator_rows_and_s3_model(tiny, s3_server):
+def test_translator_rows_and_s3_model(tiny, s3_server, monkeypatch):
     import boto3
 
-    from fusionrs.config import TranslateConfig
-    from fusionrs.images import encode_jpeg
-    from fusionrs.storage import Storage
-    from fusionrs.translate.diffv2ir.translator import DiffV2IRTranslator
+    from fusionrs.build.translate.diffv2ir.translator import DiffV2IRTranslator
+    from fusionrs.config.build import TranslateConfig
+    from fusionrs.core.images import encode_jpeg
+    from fusionrs.core.storage import Storage
 
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     s3.create_bucket(Bucket="models")
     for f in tiny[1].rglob("*"):
         if f.is_file():
             s3.upload_file(str(f), "models", "tiny/" + f.relative_to(tiny[1]).as_posix())
-    import fusionrs.models as models
-
-    models.CACHE = Path(tiny[1]).parent / "cache"
+    cache = Path(tiny[1]).parent / "cache"
+    monkeypatch.setenv("FUSIONRS_MODEL_CACHE", str(cache))  # this test's own cache, undone after it
     cfg = TranslateConfig(backend="diffv2ir", model="s3://models/tiny", resolution=64, steps=2, batch_size=2)
     t = DiffV2IRTranslator(cfg, Storage(s3_endpoint=s3_server))
     rgb = [encode_jpeg(draw_scene("lake", np.random.default_rng(i)).resize(s)) for i, s in enumerate([(256, 256), (320, 256), (256, 256)])]
@@ -193,7 +204,7 @@ def test_translator_rows_and_s3_model(tiny, s3_server):
     sizes = [Image.open(io.BytesIO(x)).size for x in out["ir_jpeg"]]
     assert sizes == [(64, 64)] * 3 and upstream_size(320, 256, 64) == (64, 64)
     assert all(Image.open(io.BytesIO(x)).mode == "RGB" for x in out["ir_jpeg"])
-    assert t.identity()["model_id"] and (models.CACHE).exists()
+    assert t.identity()["model_id"] and any(cache.rglob("*.safetensors"))
     bad = t({"sample_id": ["d"], "rgb_jpeg": [b"not a jpeg"], "caption": ["x"]})
     assert bad["ir_status"][0].startswith("translate_error") and bad["ir_jpeg"] == [None]
 
@@ -202,11 +213,9 @@ def test_translator_rows_and_s3_model(tiny, s3_server):
 def test_build_with_tiny_diffv2ir(ray_local, sample_sources, tiny, tmp_path):
     import pyarrow.dataset as pads
 
-    from fusionrs.build import build
-    from fusionrs.config import load_config
-
+    from fusionrs.build.pipeline import build
     out = tmp_path / "out"
-    cfg = load_config(sample_sources / "build.yaml", [
+    cfg = sample_config(sample_sources, *[
         f"output={out}", "translate.backend=diffv2ir", f"translate.model={tiny[1]}", "translate.resolution=64",
         "translate.steps=2", "translate.batch_size=8"])
     m = build(cfg)
@@ -233,12 +242,13 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
 
 
 def test_sam_seg_map_and_blip_prompt_with_tiny_models(tiny, tmp_path):
-    from fusionrs.config import TranslateConfig
-    from fusionrs.images import encode_jpeg
-    from fusionrs.storage import Storage
-    from fusionrs.translate.diffv2ir.blip import BlipCaptioner, write_tiny_blip
-    from fusionrs.translate.diffv2ir.sam import load_sam, sam_union_mask, write_tiny_sam
-    from fusionrs.translate.diffv2ir.translator import DiffV2IRTranslator
+    from fusionrs.build.translate.diffv2ir.blip import BlipCaptioner
+    from fusionrs.build.translate.diffv2ir.sam import load_sam, sam_union_mask
+    from fusionrs.build.translate.diffv2ir.translator import DiffV2IRTranslator
+    from fusionrs.config.build import TranslateConfig
+    from fusionrs.core.images import encode_jpeg
+    from fusionrs.core.storage import Storage
+    from fusionrs.dev.tiny_diffv2ir import write_tiny_blip, write_tiny_sam
 
     sam_dir, blip_dir = write_tiny_sam(tmp_path / "sam"), write_tiny_blip(tmp_path / "blip")
     img = draw_scene("port", np.random.default_rng(3)).resize((96, 80))

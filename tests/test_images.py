@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionrs import images as im
-from fusionrs.sample import bomb_png, draw_scene, jpeg, png
+from fusionrs.core import images as im
+from fusionrs.dev.sample import bomb_png, draw_scene, jpeg, png
 
 KW = dict(max_pixels=40_000_000, min_side=32)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
-from fusionrs.build import build
+from fusionrs.build.ledger import read_ledgers
+from fusionrs.build.pipeline import build
 from fusionrs.cli import main as cli
-from fusionrs.config import load_config
-from fusionrs.ledger import read_ledgers
-from fusionrs.storage import Storage
+from fusionrs.core.storage import Storage
+from tests.conftest import sample_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def ids(out: Path) -> list[str]:
 
 def test_rerun_ledger_shows_skipped_work_and_no_new_spend(ray_local, sample_sources, tmp_path, capsys):
     out = tmp_path / "out"
-    cfg = load_config(sample_sources / "build.yaml", [f"output={out}", "cost.cpu_hour_usd=0.5", "cost.gpu_hour_usd=4",
+    cfg = sample_config(sample_sources, *[f"output={out}", "cost.cpu_hour_usd=0.5", "cost.gpu_hour_usd=4",
                                                       "translate.num_gpus=0.25"])
     build(cfg)
     build(cfg)
@@ -43,13 +43,13 @@ def test_rerun_ledger_shows_skipped_work_and_no_new_spend(ray_local, sample_sour
 def test_gpu_budget_stops_cleanly_and_a_rerun_finishes(ray_local, sample_sources, tmp_path):
     out = tmp_path / "out"
     full = tmp_path / "full"
-    base = [f"translate.num_gpus=0.5", "translate.min_actors=1", "translate.max_actors=1", "cost.gpu_hour_usd=36000"]
-    build(load_config(sample_sources / "build.yaml", [f"output={full}", *base]))
-    m1 = build(load_config(sample_sources / "build.yaml", [f"output={out}", *base, "cost.max_gpu_usd=0.001"]))
+    base = ["translate.num_gpus=0.5", "translate.min_actors=1", "translate.max_actors=1", "cost.gpu_hour_usd=36000"]
+    build(sample_config(sample_sources, *[f"output={full}", *base]))
+    m1 = build(sample_config(sample_sources, *[f"output={out}", *base, "cost.max_gpu_usd=0.001"]))
     assert m1["status"] == "stopped:gpu_budget" and m1["pending_parts"]
     partial = ids(out)
     assert len(partial) < len(ids(full)) and len(partial) == len(set(partial))
     assert read_ledgers(Storage(), str(out))[-1]["stages"]["translate"]["stopped"] == len(m1["pending_parts"])
-    m2 = build(load_config(sample_sources / "build.yaml", [f"output={out}", *base]))
+    m2 = build(sample_config(sample_sources, *[f"output={out}", *base]))
     assert m2["status"] == "completed" and sorted(ids(out)) == sorted(ids(full))
     assert m2["work"]["translate_parts_skipped"] == m2["parts"] - len(m1["pending_parts"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusionrs.evaluation.retrieval import PAPER_MEAN, recall_at_k, six_directions
+from fusionrs.eval.retrieval import PAPER_MEAN, recall_at_k, six_directions
 
 
 def brute(q, g, qk, gk, k):

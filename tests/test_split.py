@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fusionrs.config import SplitConfig, SubsetConfig
-from fusionrs.split import SplitError, assign_splits, cross_split_groups, select_subset, split_targets
+from fusionrs.build.split import SplitError, assign_splits, cross_split_groups, select_subset, split_targets
+from fusionrs.config.build import SplitConfig, SubsetConfig
 
 
 def data(n=2000, seed=0):

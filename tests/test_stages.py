@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionrs.caption.cues import CueCaptioner, measure_cues
-from fusionrs.caption.ir_filter import STRICT_V3_PATTERNS, ir_caption_reasons, ir_caption_status
-from fusionrs.config import IRFilterConfig, TranslateConfig
-from fusionrs.sample import CLASSES, draw_scene, jpeg
-from fusionrs.translate.pseudo_ir import PseudoIRTranslator
-from fusionrs.translate.validate import IR_BLANK, validate_ir_jpeg
+from fusionrs.build.caption.cues import CueCaptioner, measure_cues
+from fusionrs.build.caption.ir_filter import STRICT_V3_PATTERNS, ir_caption_reasons, ir_caption_status
+from fusionrs.build.translate.pseudo_ir import PseudoIRTranslator
+from fusionrs.build.translate.validate import IR_BLANK, validate_ir_jpeg
+from fusionrs.config.build import IRFilterConfig, TranslateConfig
+from fusionrs.dev.sample import CLASSES, draw_scene, jpeg
 
 F = IRFilterConfig()
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fusionrs.vlm.chat import IGNORE, collate, encode_example, generation_inputs
-from fusionrs.vlm.instructions import INSTRUCTIONS
+from fusionrs.train.vlm.chat import IGNORE, collate, encode_example, generation_inputs
+from fusionrs.train.vlm.instructions import INSTRUCTIONS
 
 FAMILIES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration",
             "instructblip": "InstructBlipForConditionalGeneration"}
@@ -30,7 +30,7 @@ def ir_image(h: int, w: int, seed: int = 0):
 
 
 def test_family_loads_masks_trains_and_round_trips(family, tmp_path):
-    from fusionrs.vlm.model import add_lora, load_model, load_processor, lora_modules
+    from fusionrs.train.vlm.model import add_lora, load_model, load_processor, lora_modules
 
     kind, path = family
     processor, model = load_processor(path), load_model(path)

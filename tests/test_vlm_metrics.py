@@ -2,10 +2,28 @@ import random
 
 import pytest
 
-from fusionrs.evaluation.vlm_metrics import (aggregate, bootstrap_ci, cue_coverage, lexical_f1, normalize_answer,
-                                             object_f1, percentile, rouge_l, scene_em, score_row, table5)
-from fusionrs.vlm.instructions import (INSTRUCTIONS, SETTINGS, cue_phrases, instruction_rows, objects_in, responses,
-                                       scene_label)
+from fusionrs.eval.vlm_metrics import (
+    aggregate,
+    bootstrap_ci,
+    cue_coverage,
+    lexical_f1,
+    normalize_answer,
+    object_f1,
+    percentile,
+    rouge_l,
+    scene_em,
+    score_row,
+    table5,
+)
+from fusionrs.train.vlm.instructions import (
+    INSTRUCTIONS,
+    SETTINGS,
+    cue_phrases,
+    instruction_rows,
+    objects_in,
+    responses,
+    scene_label,
+)
 
 WORDS = "the a bright dark runway road trees river contrast grayscale outline of in with and two 3 planes".split()
 

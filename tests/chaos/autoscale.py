@@ -29,7 +29,7 @@ class FakeAutoscalingCluster(AutoscalingCluster):
         return cfg
 
 
-build_yaml, out = Path(sys.argv[1]), Path(sys.argv[2])
+sample_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
 cluster = FakeAutoscalingCluster(
     head_resources={"CPU": 2},
     worker_node_types={"gpu_node": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}},
@@ -38,11 +38,11 @@ cluster.start()
 ray.init("auto", log_to_driver=False)
 gpus_before = sum(n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"])
 
-from fusionrs.build import build  # noqa: E402
-from fusionrs.config import load_config  # noqa: E402
+from fusionrs.build.pipeline import build  # noqa: E402
+from tests.conftest import sample_config  # noqa: E402
 
-cfg = load_config(build_yaml, [f"output={out}", "translate.num_gpus=1", "translate.num_cpus=0.5",
-                               "translate.min_actors=1", "translate.max_actors=2"])
+cfg = sample_config(sample_dir, f"output={out}", "translate.num_gpus=1", "translate.num_cpus=0.5",
+                    "translate.min_actors=1", "translate.max_actors=2")
 m = build(cfg)
 gpu_nodes = [n for n in ray.nodes() if n["Resources"].get("GPU", 0) > 0]
 report(gpus_before=gpus_before, gpu_nodes_added=len(gpu_nodes), triplets=m["counts"]["triplets"], status=m["status"])

@@ -1,0 +1,1 @@
+"""RGB → infrared-style translators (see fusionrs.build.stages.Translator)."""

@@ -1,0 +1,54 @@
+"""Where everything lives under a build's output URI (docs/pipeline.md).
+
+    triplets/<part>.parquet  rejects/<part>.parquet      the dataset (dataset/schema.py)
+    manifest.json stats.md README.md config.yaml         what was built, and how
+    ledger/<run>.json                                    what each run cost
+    _stage/<stage>/<fingerprint>/<part>...               per-stage shard files: what a rerun reuses
+    _cache/captions/seg-*.jsonl                          every paid API response
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusionrs.core.storage import join
+
+# Suffix of the temporary files an interrupted atomic write can leave (core.storage).
+TMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Layout:
+    output: str
+
+    def ingest(self, fp: str, part: str = "") -> str:
+        return join(self.output, "_stage", "ingest", fp, f"{part}.parquet" if part else "")
+
+    def ingest_marker(self, fp: str, unit: str) -> str:
+        """JSON list of a unit's parts, written last: the unit's commit."""
+        return join(self.output, "_stage", "ingest", fp, f"{unit}.done.json")
+
+    def ir(self, fp: str, part: str) -> str:
+        return join(self.output, "_stage", "ir", fp, f"{part}.parquet")
+
+    def caption(self, fp: str, part: str, selection: str) -> str:
+        return join(self.output, "_stage", "caption", fp, f"{part}-{selection}.parquet")
+
+    def triplets(self, part: str = "") -> str:
+        return join(self.output, "triplets", f"{part}.parquet" if part else "")
+
+    def rejects(self, part: str = "") -> str:
+        return join(self.output, "rejects", f"{part}.parquet" if part else "")
+
+    def caption_cache(self) -> str:
+        return join(self.output, "_cache", "captions")
+
+    def ledger(self, run_id: str = "") -> str:
+        return join(self.output, "ledger", f"{run_id}.json" if run_id else "")
+
+    def own_dirs(self) -> list[str]:
+        """The folders the build writes (and so the only ones its temp-file sweep may touch)."""
+        return [join(self.output, d) for d in ("_stage", "_cache", "triplets", "rejects", "ledger")]
+
+    def file(self, name: str) -> str:
+        return join(self.output, name)

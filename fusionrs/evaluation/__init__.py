@@ -1,1 +1,0 @@
-"""Evaluation: retrieval (six directions, R@K, Mean R), zero-shot classification, reports."""

@@ -1,0 +1,1 @@
+"""Tri-modal CLIP (RGB, IR, text) on open_clip backbones: model, loss, data, trainer step."""

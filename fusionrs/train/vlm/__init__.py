@@ -1,0 +1,1 @@
+"""VLM LoRA instruction tuning: instruction data, chat encoding, LoRA, trainer step."""

@@ -1,1 +1,0 @@
-"""RGB → infrared-style translators (see fusionrs.stages.Translator)."""

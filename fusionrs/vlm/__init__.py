@@ -1,1 +1,0 @@
-"""VLM instruction tuning: instruction data, chat encoding, LoRA models, Ray Train trainer."""
