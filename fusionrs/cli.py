@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import sys
-import time
 
 from fusionrs.config import BuildConfig, ClipTrainConfig, ConfigError, EvalConfig, VlmTrainConfig, load_config
 from fusionrs.config.loader import format_keys
@@ -28,23 +27,14 @@ CONFIGS = {"build": BuildConfig, "clip": ClipTrainConfig, "vlm": VlmTrainConfig,
 
 
 def cmd_build(args) -> int:
-    from fusionrs.build.pipeline import BuildInterrupted, build  # imports Ray: only when building
-    from fusionrs.build.report import console_summary
+    from fusionrs.build.pipeline import run_build_command  # imports Ray: only when building
 
     try:
         cfg = load_config(recipe(args.config), args.overrides)
     except (ConfigError, FileNotFoundError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    t0 = time.time()
-    try:
-        manifest = build(cfg)
-    except BuildInterrupted:
-        print(f"stopped (SIGTERM); committed work is kept; rerun the same command to resume. Ledger: {cfg.output}/ledger/",
-              file=sys.stderr)
-        return 143
-    print(console_summary(cfg, manifest, time.time() - t0))
-    return 0
+    return run_build_command(cfg)
 
 
 def cmd_sample(args) -> int:

@@ -11,23 +11,14 @@ Rerunning the same command resumes: finished shards are reused, nothing is paid 
 """
 
 import sys
-import time
 
-from fusionrs.build.pipeline import BuildInterrupted, build
-from fusionrs.build.report import console_summary
+from fusionrs.build.pipeline import run_build_command
 from fusionrs.config import BuildConfig, parse_job_args
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_job_args(argv, BuildConfig, __doc__, "python -m jobs.build_dataset")
-    t0 = time.time()
-    try:
-        manifest = build(cfg)
-    except BuildInterrupted:
-        print("stopped (SIGTERM): committed work is kept; rerun the same command to resume", file=sys.stderr)
-        return 143
-    print(console_summary(cfg, manifest, time.time() - t0))
-    return 0
+    return run_build_command(cfg)  # build, then the summary (or the error, exit 2; SIGTERM: 143)
 
 
 if __name__ == "__main__":

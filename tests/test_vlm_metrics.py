@@ -15,9 +15,9 @@ from fusionrs.eval.vlm_metrics import (
     score_row,
     table5,
 )
+from fusionrs.config.train import VLM_SETTINGS as SETTINGS
 from fusionrs.train.vlm.instructions import (
     INSTRUCTIONS,
-    SETTINGS,
     cue_phrases,
     instruction_rows,
     objects_in,

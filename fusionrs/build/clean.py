@@ -22,6 +22,7 @@ from fusionrs.core.lexicon import BOILERPLATE_PATTERNS, CONTENT_WORDS, ENGLISH_W
 # Sentence reason codes.
 OK = "ok"
 OK_STRIPPED = "ok_stripped_boilerplate"
+OK_STRIPPED_CONTROL = "ok_stripped_control"  # control, zero-width or bidi-override characters removed
 EMPTY = "empty"
 BOILERPLATE_ONLY = "boilerplate_only"
 NON_ENGLISH = "non_english"
@@ -49,6 +50,16 @@ class CleanResult:
     @property
     def rejected(self) -> bool:
         return self.caption is None
+
+
+def strip_controls(text: str) -> tuple[str, bool]:
+    """Control characters (Cc: NUL, ESC, ...) and format characters (Cf: zero-width spaces, bidi
+    overrides such as U+202E that reorder what a reader sees) become spaces; ordinary whitespace
+    stays. Returns (text, whether anything was removed)."""
+    out = "".join(" " if unicodedata.category(c) in ("Cc", "Cf") and c not in "\t\n\r" else c for c in text)
+    if out == text:
+        return text, False
+    return re.sub(r"\s+", " ", out), True
 
 
 def normalize_caption(text: str) -> str:
@@ -109,7 +120,8 @@ class CaptionCleaner:
 
     def sentence_reason(self, raw: str, source_format: str) -> tuple[str, str]:
         """(reason, cleaned text) for one raw sentence."""
-        text = unicodedata.normalize("NFKC", raw or "").strip()
+        text, controls = strip_controls(unicodedata.normalize("NFKC", raw or ""))
+        text = text.strip()
         if not text:
             return EMPTY, ""
         cleaned, stripped = self.strip_boilerplate(text)
@@ -131,7 +143,7 @@ class CaptionCleaner:
             return NO_CONTENT, cleaned
         if source_format == "rs5m_wds" and len(toks) < self.cfg.rs5m_min_words:
             return WEAK_RS5M, cleaned
-        return (OK_STRIPPED if stripped else OK), cleaned
+        return (OK_STRIPPED if stripped else OK_STRIPPED_CONTROL if controls else OK), cleaned
 
     def clean(self, captions: list[str], source_format: str, class_name: str | None) -> CleanResult:
         reasons, kept = [], []
@@ -139,10 +151,10 @@ class CaptionCleaner:
         for raw in captions or []:
             reason, text = self.sentence_reason(raw, source_format)
             reasons.append(reason)
-            if reason in (OK, OK_STRIPPED):
+            if reason in (OK, OK_STRIPPED, OK_STRIPPED_CONTROL):
                 kept.append(text)
                 if first_ok_status is None:
-                    first_ok_status = STATUS_ORIGINAL_STRIPPED if reason == OK_STRIPPED else STATUS_ORIGINAL
+                    first_ok_status = STATUS_ORIGINAL if reason == OK else STATUS_ORIGINAL_STRIPPED
         why = reasons[0] if reasons else EMPTY
         if kept:
             return CleanResult(kept[0], kept, first_ok_status, reasons)

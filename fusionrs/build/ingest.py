@@ -7,13 +7,12 @@ or a reject with `reject_reason` set. Nothing is dropped.
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import pyarrow as pa
 
 from fusionrs.build.clean import CaptionCleaner, caption_key
-from fusionrs.build.readers import SourceRecord, WorkUnit, read_unit
+from fusionrs.build.readers import SourceRecord, WorkUnit, make_sample_id, read_unit
 from fusionrs.core.images import ImageReject, decode_rgb, encode_jpeg, limit_side, phash64, phash_hex, sha256_hex
+from fusionrs.dataset.schema import READ_ERROR
 
 INGEST_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
@@ -39,11 +38,6 @@ INGEST_SCHEMA = pa.schema([
 ])
 
 
-def ingest_records(records: Iterable[SourceRecord], cfg, cleaner: CaptionCleaner) -> pa.Table:
-    rows = [ingest_record(r, cfg, cleaner) for r in records]
-    return pa.Table.from_pylist(rows, schema=INGEST_SCHEMA)
-
-
 def ingest_record(rec: SourceRecord, cfg, cleaner: CaptionCleaner) -> dict:
     ing = cfg.ingest
     row = {
@@ -58,7 +52,7 @@ def ingest_record(rec: SourceRecord, cfg, cleaner: CaptionCleaner) -> dict:
                caption_sentence_reasons=res.sentence_reasons,
                caption_key=None if res.is_fallback else caption_key(res.caption))
     if rec.read_error:
-        return _reject(row, rec.read_error, "")
+        return _reject(row, rec.read_error, rec.read_detail)
     try:
         img = decode_rgb(rec.image, max_pixels=ing.max_pixels, min_side=ing.min_side,
                          grayscale=ing.grayscale, max_transparent_fraction=ing.max_transparent_fraction)
@@ -86,4 +80,18 @@ def _reject(row: dict, reason: str, detail: str) -> dict:
 
 
 def ingest_unit(unit: WorkUnit, cfg, storage, cleaner: CaptionCleaner) -> pa.Table:
-    return ingest_records(read_unit(unit, storage), cfg, cleaner)
+    """Every record of the unit as one row. An error the reader did not turn into a reject (a
+    bug, or a storage failure mid-stream) keeps the rows read so far and ends the unit with one
+    reject row saying so: one bad record never sinks the unit, the build, or the units beside it."""
+    rows = []
+    records = read_unit(unit, storage, cfg.ingest.max_file_bytes, cfg.ingest.read_timeout_s)
+    try:
+        for rec in records:
+            rows.append(ingest_record(rec, cfg, cleaner))
+    except Exception as e:  # noqa: BLE001 - reported as a reject row, with its type only
+        rid = f"{unit.rel or unit.unit_id}/#after-{len(rows)}"
+        rows.append(_reject({"sample_id": make_sample_id(unit.source, rid), "source": unit.source,
+                             "source_format": unit.format, "source_record_id": rid, "source_locator": "",
+                             "class_name": None, "raw_captions": [], "captions": [], "caption_sentence_reasons": []},
+                            READ_ERROR, f"the unit stopped after {len(rows)} records: {type(e).__name__}"))
+    return pa.Table.from_pylist(rows, schema=INGEST_SCHEMA)

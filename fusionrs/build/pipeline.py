@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -31,8 +32,8 @@ from fusionrs.build.fingerprints import stage_fingerprints
 from fusionrs.build.ledger import RunLedger
 from fusionrs.build.parts import BudgetKeeper, CaptionPart, IngestUnit, TranslatePart, WritePart, per_row
 from fusionrs.build.plan import assignments_by_part, make_plan, read_plan_input
-from fusionrs.build.readers import plan_units
-from fusionrs.build.report import write_reports
+from fusionrs.build.readers import SourceError, plan_units
+from fusionrs.build.report import console_summary, write_reports
 from fusionrs.build.stages import captioner_identity, translator_identity
 from fusionrs.config.build import BuildConfig
 from fusionrs.config.loader import to_yaml
@@ -53,6 +54,9 @@ def build(cfg: BuildConfig) -> dict:
     The run's ledger is written however the run ends (OUTPUT/ledger/<run>.json).
     """
     storage = Storage.from_config(cfg.storage)
+    # Sources are planned first: a missing root, an unreadable annotations file or an empty
+    # source is a clear error before anything is written.
+    units = plan_sources(cfg, storage)
     ledger = RunLedger(output=cfg.output, config_fingerprint=cfg.fingerprint(),
                        prices={"gpu_hour_usd": cfg.cost.gpu_hour_usd, "cpu_hour_usd": cfg.cost.cpu_hour_usd})
     for stage, gpus, cpus in (("ingest", 0, cfg.ray.ingest_num_cpus), ("translate", cfg.translate.num_gpus,
@@ -62,7 +66,7 @@ def build(cfg: BuildConfig) -> dict:
     init_ray(cfg)  # first: ray.init installs SIGTERM handling of its own, which ours must replace
     got_sigterm, restore = _on_sigterm()
     try:
-        manifest = _build(cfg, storage, ledger)
+        manifest = _build(cfg, storage, ledger, units)
     except BaseException as e:
         # Ray Data may wrap the exception raised in the signal handler: trust the flag.
         if isinstance(e, BuildInterrupted) or got_sigterm:
@@ -74,6 +78,25 @@ def build(cfg: BuildConfig) -> dict:
         restore()
     ledger.write(storage, manifest["status"])
     return manifest
+
+
+def run_build_command(cfg: BuildConfig) -> int:
+    """`fusionrs build` and `python -m jobs.build_dataset`: build, print the summary, exit code.
+    On SIGTERM (`ray job stop`) the ledger is already written: exit at once (Ray's own shutdown
+    hooks can take longer than the few seconds `ray job stop` waits before SIGKILL)."""
+    t0 = time.time()
+    try:
+        manifest = build(cfg)
+    except SourceError as e:
+        print(f"source error: {e}", file=sys.stderr)
+        return 2
+    except BuildInterrupted:
+        print(f"stopped (SIGTERM): committed work is kept; rerun the same command to resume. "
+              f"Ledger: fusionrs cost {cfg.output}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(143)
+    print(console_summary(cfg, manifest, time.time() - t0))
+    return 0
 
 
 def init_ray(cfg: BuildConfig) -> None:
@@ -105,7 +128,19 @@ def _on_sigterm():
     return flag, lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger) -> dict:
+def plan_sources(cfg: BuildConfig, storage: Storage) -> list:
+    units = []
+    for src in cfg.sources:
+        mine = plan_units(src, storage, cfg.ingest.records_per_unit)
+        if not mine:
+            raise SourceError(f"source {src.name}: no records under {src.root}"
+                              + (f" in {src.annotations}" if src.annotations else ""))
+        units += mine
+    log.info("planned %d work units over %d sources", len(units), len(cfg.sources))
+    return units
+
+
+def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger, units: list) -> dict:
     t_start = time.time()
     layout = Layout(cfg.output)
     # A process killed mid-write leaves a temporary file (never a half-written real one). Only
@@ -117,7 +152,7 @@ def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger) -> dict:
     timings: dict[str, float] = {}
 
     t0 = time.time()
-    units, parts = _ingest(cfg, storage, fps, ledger)
+    parts = _ingest(cfg, storage, fps, ledger, units)
     timings["ingest_s"] = ledger.stages["ingest"].wall_s = time.time() - t0
 
     t0 = time.time()
@@ -180,9 +215,7 @@ def _work(ledger: RunLedger, part_stats: list[dict]) -> dict:
             "api_new_spend_usd": round(st["caption"].api_usd, 6)}
 
 
-def _ingest(cfg: BuildConfig, storage: Storage, fps: dict, ledger: RunLedger) -> tuple[list, list[str]]:
-    units = [u for src in cfg.sources for u in plan_units(src, storage, cfg.ingest.records_per_unit)]
-    log.info("planned %d work units over %d sources", len(units), len(cfg.sources))
+def _ingest(cfg: BuildConfig, storage: Storage, fps: dict, ledger: RunLedger, units: list) -> list[str]:
     ingest = IngestUnit(cfg, storage, fps["ingest"])
     ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=max(1, len(units)))
     ds = ds.map_batches(lambda b: per_row(b, ingest), batch_size=1, num_cpus=cfg.ray.ingest_num_cpus)
@@ -190,7 +223,7 @@ def _ingest(cfg: BuildConfig, storage: Storage, fps: dict, ledger: RunLedger) ->
     for u in ds.iter_rows():  # streamed: an interrupted run still knows what it did
         ledger.stages["ingest"].add(json.loads(u["stats"]), ledger.prices)
         unit_parts[u["unit_id"]] = [p["part"] for p in json.loads(u["parts"])]
-    return units, [p for uid in sorted(unit_parts) for p in unit_parts[uid]]
+    return [p for uid in sorted(unit_parts) for p in unit_parts[uid]]
 
 
 def _translate(cfg: BuildConfig, storage: Storage, fps: dict, parts: list[str], ledger: RunLedger):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from fusionrs.build.split import cross_split_groups
+from fusionrs.dataset.card import write_card
 from fusionrs.dataset.load import read_table
 from fusionrs.dataset.schema import IR_CAPTION_ACCEPTED, IR_CAPTION_NOT_SELECTED, SPLITS
 
@@ -49,7 +50,7 @@ def write_reports(cfg, storage, layout, manifest: dict) -> dict:
     }
     md = render_stats_md(stats["counts"], manifest)
     storage.write_text(layout.file("stats.md"), md)
-    storage.write_text(layout.file("README.md"), render_card(cfg, stats["counts"], manifest, md))
+    write_card(cfg.output, storage, stats["counts"], manifest, md)  # README.md and assets/grid.png
     return stats
 
 
@@ -114,32 +115,6 @@ Selected for captioning:
 Groups crossing splits in the output: **{c['cross_split_groups_in_output']}**.
 Evaluation representatives: val {c['eval_representatives']['val']:,}, test {c['eval_representatives']['test']:,}.
 API cost of IR-aware captions: ${c['api_cost_usd']:.4f}.
-"""
-
-
-def render_card(cfg, c: dict, manifest: dict, stats_md: str) -> str:
-    sources = ", ".join(f"{s.name} ({s.format})" for s in cfg.sources)
-    tr, cap = manifest["translator"], manifest["captioner"]
-    return f"""# FusionRS-style RGB–IR–text dataset
-
-Built by fusionrs {manifest['fusionrs_version']} (config fingerprint `{manifest['config_fingerprint']}`).
-
-**The infrared modality is synthetic.** Every IR image was generated from its RGB image by the
-`{tr['backend']}` translator ({tr.get('version', '')}); it is infrared-*style*, not a physical
-thermal measurement, and may carry translation artifacts and intensity biases. Validate on
-real sensor-paired RGB–IR data before drawing physical conclusions.
-
-- Sources: {sources}. Upstream licences and redistribution terms apply per source; this build
-  stores derived images — check each source's terms before publishing.
-- IR-aware captions: `{cap['backend']}` captioner ({cap.get('version', cap.get('model', ''))}), filtered by
-  the strict-v3 categories, length bounds, "repeats the original without IR cues" and "weak IR
-  cues" rules.
-- Split: whole joint groups (pHash64 Hamming <= {cfg.dedup.near_radius}, exact SHA-256, equal
-  normalized captions) per split, seed {cfg.split.seed}; zero groups cross splits.
-- Files: `triplets/*.parquet` (schema in the fusionrs docs, `docs/schema.md`), `rejects/*.parquet`
-  (one row per rejected input with `stage` and `reason`), `manifest.json`, `config.yaml`, `stats.md`.
-
-{stats_md}
 """
 
 

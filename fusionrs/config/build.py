@@ -53,10 +53,13 @@ class IngestConfig:
     jpeg_quality: int = 95
     grayscale: str = "reject"  # reject | convert: a grayscale source is not an RGB image
     max_transparent_fraction: float = 0.01  # PNG alpha: more transparency than this is a reject
+    max_file_bytes: int = 64 << 20  # a source file (or tar member) larger than this is a reject, never read
+    read_timeout_s: float = 120.0  # a source file not read within this is a reject (0 = no deadline)
 
     def validate(self, where: str) -> None:
         positive(where, records_per_unit=self.records_per_unit, max_pixels=self.max_pixels,
-                  min_side=self.min_side, max_side=self.max_side)
+                 min_side=self.min_side, max_side=self.max_side, max_file_bytes=self.max_file_bytes)
+        in_range(f"{where}.read_timeout_s", self.read_timeout_s, 0, 86400)
         choice(f"{where}.grayscale", self.grayscale, ("reject", "convert"))
         in_range(f"{where}.jpeg_quality", self.jpeg_quality, 50, 100)
         in_range(f"{where}.max_transparent_fraction", self.max_transparent_fraction, 0.0, 1.0)
@@ -315,15 +318,22 @@ class BuildConfig:
         unknown = set(self.split.counts) - set(names)
         if unknown:
             raise ConfigError(f"split.counts names sources not in sources: {sorted(unknown)}")
+        for i, s in enumerate(self.sources):
+            # The build deletes stale files under its output: it must never be able to touch inputs.
+            if _overlaps(self.output, s.root):
+                raise ConfigError(f"output: {self.output} is, contains or sits inside sources[{i}].root "
+                                  f"({s.root}); write the build somewhere else")
 
     def resolve(self) -> None:
         """Relative local roots resolve against the working directory, once: the same source then
         has the same fingerprint however it was written (reruns skip what is done)."""
+        if self.output and "://" not in self.output and not os.path.isabs(self.output):
+            self.output = os.path.abspath(self.output)
         for src in self.sources:
             if "://" not in src.root and not os.path.isabs(src.root):
                 src.root = os.path.abspath(src.root)
             if src.annotations:
-                src.annotations = _full_uri(src.root, src.annotations)
+                src.annotations = full_uri(src.root, src.annotations)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -336,7 +346,19 @@ class BuildConfig:
 
 
 
-def _full_uri(root: str, rel: str) -> str:
+def _overlaps(a: str, b: str) -> bool:
+    """Whether one URI is, contains or sits inside the other (local paths with symlinks resolved)."""
+    def norm(u: str) -> str:
+        if "://" in u and not u.startswith("file://"):
+            scheme, _, path = u.partition("://")
+            return f"{scheme}://{posixpath.normpath(path)}".rstrip("/")
+        return os.path.realpath(u.removeprefix("file://"))
+
+    x, y = norm(a), norm(b)
+    return x == y or x.startswith(y + "/") or y.startswith(x + "/")
+
+
+def full_uri(root: str, rel: str) -> str:
     """`rel` resolved against `root` (unless absolute), with `..` folded: one spelling per file."""
     if "://" in rel or rel.startswith("/"):
         uri = rel

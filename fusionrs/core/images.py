@@ -74,7 +74,27 @@ def decode_rgb(data: bytes, *, max_pixels: int, min_side: int, grayscale: str = 
         raise ImageReject(TOO_SMALL, f"{w}x{h} < {min_side} px")
     fmt = img.format or ""
     rgb, note = _to_rgb(img, grayscale, max_transparent_fraction)
-    return DecodedImage(rgb=rgb, note=note, width=w, height=h, format=fmt)
+    # EXIF orientation (cameras, phones, some GIS exports): the pixels are stored rotated and the
+    # tag says how to show them. Apply it before anything looks at the pixels (pHash, the IR
+    # translation, the stored RGB JPEG, which is re-encoded upright), so RGB and IR agree.
+    method = _EXIF_TRANSPOSE.get(_orientation(img))
+    if method is not None:
+        rgb = rgb.transpose(method)
+        note = "+".join(x for x in ("exif_rotated", note) if x)
+    return DecodedImage(rgb=rgb, note=note, width=rgb.width, height=rgb.height, format=fmt)
+
+
+# EXIF orientation → the transpose that shows the image upright (as ImageOps.exif_transpose).
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                   5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                   8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: treat as upright, as viewers do
+        return 1
 
 
 def _to_rgb(img: Image.Image, grayscale: str, max_transparent: float) -> tuple[Image.Image, str]:

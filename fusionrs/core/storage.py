@@ -13,12 +13,26 @@ import fnmatch
 import functools
 import os
 import posixpath
+import stat
+import time
 import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from fusionrs.dataset.schema import FILE_TOO_LARGE, NOT_A_REGULAR_FILE, OUTSIDE_ROOT, READ_TIMEOUT
+
+CHUNK = 1 << 20
+
+
+class ReadRefused(Exception):
+    """A file that a bounded read will not read (reason code + detail, never a path's secrets)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,56 @@ class Storage:
         with fs.open_input_stream(path) as f:
             return f.read()
 
+    def read_bounded(self, uri: str, max_bytes: int, within: str = "", timeout_s: float = 0.0) -> bytes:
+        """Read an untrusted source file: regular files only (a FIFO would block forever, a device
+        never ends), at most `max_bytes`, within `timeout_s`, and — locally — only if its real path
+        (symlinks resolved) stays inside `within`. Raises ReadRefused(reason) or FileNotFoundError."""
+        fs, path = self.resolve(uri)
+        if isinstance(fs, pafs.LocalFileSystem):
+            real = os.path.realpath(path)
+            if within and not _inside(real, _real_root(self.resolve(within)[1])):
+                raise ReadRefused(OUTSIDE_ROOT, "a symbolic link leads out of the source root")
+            st = os.stat(real)  # FileNotFoundError for a missing file or a dangling link
+            if not stat.S_ISREG(st.st_mode):
+                raise ReadRefused(NOT_A_REGULAR_FILE, _kind(st.st_mode))
+            size = st.st_size
+            stream = open(real, "rb")
+        else:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                raise FileNotFoundError(uri)
+            if info.type != pafs.FileType.File:
+                raise ReadRefused(NOT_A_REGULAR_FILE, info.type.name.lower())
+            size = info.size or 0
+            stream = fs.open_input_stream(path)
+        if size > max_bytes:
+            stream.close()
+            raise ReadRefused(FILE_TOO_LARGE, f"{size} bytes > ingest.max_file_bytes {max_bytes}")
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        parts, total = [], 0
+        with stream:
+            while True:
+                block = stream.read(CHUNK)
+                if not block:
+                    break
+                total += len(block)
+                if total > max_bytes:  # it grew while being read
+                    raise ReadRefused(FILE_TOO_LARGE, f"more than ingest.max_file_bytes {max_bytes} bytes")
+                parts.append(block)
+                if deadline and time.monotonic() > deadline:
+                    raise ReadRefused(READ_TIMEOUT, f"not read within ingest.read_timeout_s {timeout_s}")
+        return b"".join(parts)
+
+    def check_archive(self, uri: str, within: str) -> None:
+        """A tar to stream: a regular file whose real path stays inside the source root."""
+        fs, path = self.resolve(uri)
+        if isinstance(fs, pafs.LocalFileSystem):
+            real = os.path.realpath(path)
+            if not _inside(real, _real_root(self.resolve(within)[1])):
+                raise ReadRefused(OUTSIDE_ROOT, "a symbolic link leads out of the source root")
+            if not stat.S_ISREG(os.stat(real).st_mode):
+                raise ReadRefused(NOT_A_REGULAR_FILE, _kind(os.stat(real).st_mode))
+
     def open_input(self, uri: str):
         fs, path = self.resolve(uri)
         return fs.open_input_file(path)
@@ -67,6 +131,10 @@ class Storage:
 
     def list_files(self, uri: str, pattern: str = "*", recursive: bool = False) -> list[str]:
         """Files under `uri` whose relative path matches `pattern`; sorted, as URIs."""
+        return [u for u, _, _ in self.list_file_infos(uri, pattern, recursive)]
+
+    def list_file_infos(self, uri: str, pattern: str = "*", recursive: bool = False) -> list[tuple[str, int, int]]:
+        """(URI, size, mtime in ns) of the files under `uri` whose relative path matches `pattern`."""
         fs, path = self.resolve(uri)
         info = fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
         out = []
@@ -75,7 +143,7 @@ class Storage:
                 continue
             rel = posixpath.relpath(f.path, path) if not isinstance(fs, pafs.LocalFileSystem) else os.path.relpath(f.path, path)
             if fnmatch.fnmatch(rel, pattern):
-                out.append(join(uri, rel))
+                out.append((join(uri, rel), int(f.size or 0), int(f.mtime_ns or 0)))
         return sorted(out)
 
     def parquet_metadata(self, uri: str) -> dict[str, str]:
@@ -119,6 +187,23 @@ class Storage:
         fs, path = self.resolve(uri)
         if fs.get_file_info(path).type == pafs.FileType.File:
             fs.delete_file(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_root(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 @functools.lru_cache(maxsize=8)

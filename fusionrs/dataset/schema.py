@@ -36,6 +36,19 @@ CAPTION_FALLBACK = "fallback_class"  # written as "fallback_class:<reason of the
 STAGE_INGEST = "ingest"
 STAGE_TRANSLATE = "translate"
 
+# Reject reasons of reading a source record (build/readers, core/storage).
+MISSING_FILE = "missing_file"
+READ_ERROR = "read_error"  # an I/O error the storage reported (the detail says which kind)
+NOT_A_REGULAR_FILE = "not_a_regular_file"  # a FIFO, a device, a folder where an image should be
+FILE_TOO_LARGE = "file_too_large"  # over ingest.max_file_bytes: not read
+READ_TIMEOUT = "read_timeout"  # over ingest.read_timeout_s
+UNSAFE_LOCATOR = "unsafe_locator"  # absolute, `..`, a URI scheme, NUL or control characters
+OUTSIDE_ROOT = "outside_root"  # a symlink that leads out of the source root
+BAD_RECORD = "bad_record"  # an annotation entry without a filename, of the wrong type, or with undecodable text
+DUPLICATE_RECORD = "duplicate_record_id"  # the same record listed twice in a source
+DUPLICATE_SAMPLE = "duplicate_sample_id"
+TRUNCATED_ARCHIVE = "truncated_archive"  # the records of a tar after the point where it breaks off
+
 
 @dataclass(frozen=True)
 class Column:
@@ -93,9 +106,8 @@ REJECT_SCHEMA = pa.schema([(c.name, c.type) for c in REJECT_COLUMNS])
 
 # Reason codes of reject rows, by where they arise (the modules that raise them import these lists' words).
 REJECT_REASONS = {
-    "reading": ["missing_file", "read_error", "not_a_regular_file", "file_too_large", "read_timeout",
-                "unsafe_locator", "outside_root", "bad_record", "duplicate_record_id", "duplicate_sample_id",
-                "truncated_archive"],
+    "reading": [MISSING_FILE, READ_ERROR, NOT_A_REGULAR_FILE, FILE_TOO_LARGE, READ_TIMEOUT, UNSAFE_LOCATOR, OUTSIDE_ROOT,
+                BAD_RECORD, DUPLICATE_RECORD, DUPLICATE_SAMPLE, TRUNCATED_ARCHIVE],
     "image": ["empty_file", "not_an_image", "truncated_or_corrupt", "too_many_pixels", "too_small",
               "grayscale_source", "mostly_transparent", "unsupported_mode"],
     "caption": ["no_usable_caption"],

@@ -105,7 +105,7 @@ def _jit(rng, c, d=15):
 
 
 def draw_scene(cls: str, rng: np.random.Generator) -> Image.Image:
-    G, B, S, GR, W = (70, 120, 50), (40, 90, 160), (210, 190, 140), (120, 120, 120), (235, 235, 235)
+    _, B, S, GR, W = (70, 120, 50), (40, 90, 160), (210, 190, 140), (120, 120, 120), (235, 235, 235)
     if cls == "farmland":
         img = _img(_base(rng, (110, 130, 70)))
         d = ImageDraw.Draw(img)

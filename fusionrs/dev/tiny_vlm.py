@@ -12,9 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import BertWordPieceTokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import BertWordPieceTokenizer, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     BertTokenizerFast,
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2Processor,
     BlipImageProcessor,
     CLIPImageProcessor,
     CLIPVisionConfig,
@@ -29,6 +32,7 @@ from transformers import (
     LlavaNextImageProcessor,
     LlavaNextProcessor,
     LlavaProcessor,
+    OPTConfig,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -203,3 +207,55 @@ def write_tiny_instructblip(out_dir: str | Path, seed: int = 0) -> str:
                             max_position_embeddings=512, pad_token_id=qformer_tokenizer.pad_token_id),
         text_config=text.to_dict(), num_query_tokens=n_query, image_token_index=tid("<image>"))
     return _save(InstructBlipForConditionalGeneration, config, processor, out, seed)
+
+
+# OPT's special tokens and their ids (facebook/opt-*): "</s>" is both BOS and EOS.
+OPT_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def train_opt_tokenizer(vocab_size: int = 2000):
+    """A byte-level BPE like OPT's GPT-2 tokenizer: "</s>" starts every sequence and ends the answer."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=OPT_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def write_tiny_blip2_opt(out_dir: str | Path, seed: int = 0) -> str:
+    """A tiny BLIP-2 with an OPT decoder (Salesforce/blip2-opt-* layout) in HF format: ViT +
+    Q-Former (learned queries, no text input) + OPT, whose decoder layers name their projections
+    `self_attn.{q,k,v,out}_proj` and `fc1`/`fc2`. Like the released checkpoints: tied OPT
+    embeddings, the processor's own "<image>" token, no chat template (`load_processor` supplies
+    the plain instruction → answer one)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer, n_query = train_opt_tokenizer(), 4
+    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": TINY_IMAGE_SIDE, "width": TINY_IMAGE_SIDE}),
+                               tokenizer=tokenizer, num_query_tokens=n_query)
+    tid = tokenizer.convert_tokens_to_ids
+    text = OPTConfig(vocab_size=len(tokenizer), hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                     word_embed_proj_dim=64, max_position_embeddings=1024, pad_token_id=tid("<pad>"),
+                     bos_token_id=tid("</s>"), eos_token_id=tid("</s>"), dropout=0.0)
+    config = Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=TINY_IMAGE_SIDE, patch_size=14),
+        qformer_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=512),
+        text_config=text.to_dict(), num_query_tokens=n_query, image_token_index=tid("<image>"))
+    torch.manual_seed(seed)
+    model = Blip2ForConditionalGeneration(config)
+    # Tied embeddings (as OPT): one table serves input and output. At std 0.1 the logits have a
+    # usable range without the input embeddings swamping the residual stream (tiny_vlm._save).
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, 0.1)
+    model.generation_config.eos_token_id = tid("</s>")
+    model.generation_config.pad_token_id = tid("<pad>")
+    model.generation_config.bos_token_id = tid("</s>")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return str(out)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 
-from fusionrs.config.train import VLM_SETTINGS as SETTINGS
 from fusionrs.config.train import VLM_TASKS as TASKS
 from fusionrs.core.lexicon import IR_CUE_WORDS
 
