@@ -2,6 +2,7 @@
 
     fusionrs demo [--out out/demo]                   sample data → build → tiny CLIP and VLM, trained and evaluated
     fusionrs build --config CONFIG [key=value ...]   the build (same as python -m jobs.build_dataset)
+    fusionrs plan --config CONFIG [--synthetic N]    the split and a cost forecast, before paying
     fusionrs sample OUT [--per-source N]             generated sources in the five real formats
     fusionrs cost OUTPUT                             the cost ledger: per run, per stage, work reused
     fusionrs config show {build,clip,vlm,eval}       every config key, its default and what it does
@@ -35,6 +36,19 @@ def cmd_build(args) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     return run_build_command(cfg)
+
+
+def cmd_plan(args) -> int:
+    from fusionrs.build.forecast import format_plan, run_plan
+
+    try:
+        cfg = load_config(recipe(args.config), args.overrides)
+        p = run_plan(cfg, synthetic=args.synthetic, seed=args.seed)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"plan: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(p, indent=1) if args.json else format_plan(p))
+    return 0 if p["cross_split_groups"] == 0 else 1
 
 
 def cmd_sample(args) -> int:
@@ -71,14 +85,18 @@ def _sample_roots(out: str) -> list[str]:
 
 
 def cmd_cost(args) -> int:
-    from fusionrs.build.ledger import format_ledgers, read_ledgers
+    from fusionrs.build.ledger import format_forecast_vs_spent, format_ledgers, read_ledgers
     from fusionrs.core.storage import Storage
 
-    runs = read_ledgers(Storage.from_env(), args.output)
+    storage = Storage.from_env()
+    runs = read_ledgers(storage, args.output)
     if not runs:
         print(f"no ledger under {args.output}/ledger", file=sys.stderr)
         return 1
     print(format_ledgers(runs[-args.last:] if args.last else runs))
+    manifest = f"{args.output.rstrip('/')}/manifest.json"
+    if storage.exists(manifest):
+        print(format_forecast_vs_spent(json.loads(storage.read_bytes(manifest)).get("forecast"), runs))
     return 0
 
 
@@ -141,6 +159,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("overrides", nargs="*", help="key=value overrides, dotted paths (split.seed=3); "
                                                 "`fusionrs config show build` lists every key")
     b.set_defaults(fn=cmd_build)
+    pl = sub.add_parser("plan", help="the driver's plan (groups, split, subset) and a cost forecast, before paying")
+    pl.add_argument("--config", required=True, help="a recipe name (fusionrs-600k) or a YAML file")
+    pl.add_argument("--synthetic", type=int, default=0, metavar="N",
+                    help="plan N synthetic metadata rows (the recipe's source mix, realistic duplicates) instead of "
+                         "the build's stage files")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the synthetic rows")
+    pl.add_argument("--json", action="store_true", help="print one JSON object")
+    pl.add_argument("overrides", nargs="*", help="key=value overrides of the build config")
+    pl.set_defaults(fn=cmd_plan)
     s = sub.add_parser("sample", help="generate sample sources in the five real formats")
     s.add_argument("out", help="folder to write the sources (and records.json, what was written) into")
     s.add_argument("--per-source", type=int, default=40, help="records per source (default 40)")

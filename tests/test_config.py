@@ -72,6 +72,8 @@ def test_repo_recipes_load():
     kinds = {"clip": ClipTrainConfig, "vlm": VlmTrainConfig, "eval": EvalConfig}
     loaded = 0
     for f in sorted(root.glob("*.yaml")):
+        if f.stem == "rates":  # not a config: the forecast's rates table
+            continue
         cls = kinds.get(f.stem.split("-")[0], BuildConfig)
         assert isinstance(load_config(f, cls=cls), cls), f
         loaded += 1

@@ -117,3 +117,20 @@ def format_ledgers(runs: list[dict]) -> str:
     if len(runs) > 1:
         lines.append(f"all {len(runs)} runs: ${sum(r['totals']['usd'] for r in runs):.4f} spent")
     return "\n".join(lines)
+
+
+def format_forecast_vs_spent(forecast: dict | None, runs: list[dict]) -> str:
+    """The plan's forecast (manifest.json) beside what all runs spent and reused."""
+    if not forecast:
+        return ""
+    last = runs[-1]["stages"]["translate"] if runs else {"gpu_s": 0.0, "saved_gpu_s": 0.0}
+    gpu_s = last["gpu_s"] + last["saved_gpu_s"]  # every translation of the last run: done now or reused
+    spent = {"translate GPU-hours": (forecast["translate_gpu_hours"], round(gpu_s / 3600, 3)),
+             "API requests": (forecast["api_requests"], sum(r["totals"]["api_requests"] for r in runs)),
+             "API tokens": (forecast["api_tokens_in"] + forecast["api_tokens_out"],
+                            sum(r["totals"].get("api_tokens", 0) for r in runs)),
+             "API $": (forecast["api_usd"], round(sum(r["totals"]["api_usd"] for r in runs), 4))}
+    lines = ["forecast (at plan time) vs spent (all runs; translation: the last run's done + reused work)",
+             f"{'':<22}{'forecast':>14}{'spent':>14}"]
+    lines += [f"{k:<22}{f:>14,}{v:>14,}" for k, (f, v) in spent.items()]
+    return "\n".join(lines)

@@ -29,6 +29,7 @@ from ray.data import ActorPoolStrategy
 from fusionrs import __version__
 from fusionrs.build.caption.openai_api import RateLimiter
 from fusionrs.build.fingerprints import stage_fingerprints
+from fusionrs.build.forecast import Rates, forecast
 from fusionrs.build.ledger import RunLedger
 from fusionrs.build.parts import BudgetKeeper, CaptionPart, IngestUnit, TranslatePart, WritePart, per_row
 from fusionrs.build.plan import assignments_by_part, make_plan, read_plan_input
@@ -178,6 +179,7 @@ def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger, units: list) -
     rows, duplicates = read_plan_input(cfg, storage, fps, parts)
     plan = make_plan(rows, cfg)
     plan.summary["duplicate_sample_ids"] = duplicates
+    manifest["forecast"] = forecast(cfg, len(rows.sample_id), plan.summary["iraware_selected"], Rates.load())
     per_part = assignments_by_part(rows, plan, parts)
     timings["plan_s"] = time.time() - t0
 

@@ -149,7 +149,8 @@ def saved_overrides(output: str, storage: Storage) -> dict[str, str]:
     if not storage.exists(uri):
         return {}
     sources = json.loads(storage.read_bytes(uri)).get("sources", {})
-    return {src: next(iter(e["rights_codes"])) for src, e in sources.items() if e.get("overridden") and e.get("rights_codes")}
+    return {src: next(iter(e["rights_codes"])) for src, e in sources.items()
+            if e.get("overridden") and e.get("rights_codes")}
 
 
 def triplet_files(output: str, storage: Storage) -> list[str]:
@@ -199,8 +200,8 @@ def front_matter(counts: dict) -> dict:
     per_split = split_rows(counts.get("table2_composition", {}))
     accepted = split_rows(counts.get("table3_iraware_accepted", {}))
     files = [{"split": s, "path": split_glob(s)} for s in SPLITS if per_split[s]]
-    configs = [{"config_name": "default", "default": True, "data_files": files}]
-    infos = [{"config_name": "default", "features": hf_features()}]
+    configs = [{"config_name": "default", "default": True, "data_files": files}] if files else []
+    infos = [{"config_name": "default", "features": hf_features()}] if files else []
     iraware = [{"split": s, "path": split_glob(s)} for s in SPLITS if accepted[s]]
     if iraware:
         configs.append({"config_name": "iraware", "data_files": iraware,
@@ -216,8 +217,7 @@ def front_matter(counts: dict) -> dict:
         "tags": ["remote-sensing", "earth-observation", "infrared", "synthetic-infrared", "rgb-infrared",
                  "multimodal", "image-text", "clip"],
         "size_categories": [size_category(int(counts.get("triplets", 0)))],
-        "configs": configs,
-        "dataset_info": infos,
+        **({"configs": configs, "dataset_info": infos} if configs else {}),
     }
 
 

@@ -29,10 +29,14 @@ def read_dataset(output: str, columns: list[str] | None = None, storage: Storage
     fs, paths = parquet_files(output, "triplets", storage)
     if not paths:
         raise FileNotFoundError(f"no triplets under {output}: is it a build's output?")
-    kwargs = {}
-    if shuffle_seed is not None:
-        kwargs["shuffle"] = ray.data.FileShuffleConfig(seed=shuffle_seed)
-    return ray.data.read_parquet(paths, filesystem=fs, columns=columns, **kwargs)
+    if shuffle_seed is None:
+        return ray.data.read_parquet(paths, filesystem=fs, columns=columns)
+    # A new file order every execution (every epoch), the same sequence of orders for the same
+    # seed; blocks kept in that order so a seeded local shuffle downstream is reproducible too.
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns,
+                               shuffle=ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True))
+    ds.context.execution_options.preserve_order = True
+    return ds
 
 
 def load(output: str, split: str | None = None, columns: list[str] | None = None,

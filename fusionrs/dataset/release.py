@@ -31,7 +31,6 @@ import yaml
 
 from fusionrs.core.storage import Storage, join
 from fusionrs.dataset.card import (
-    CARD_FILE,
     CONFIG_FILE,
     IMAGE_COLUMNS,
     INITIAL_VERSION,
@@ -149,11 +148,11 @@ CONFIG_HEADER = ("# Redacted for release (fusionrs release): source roots read <
 def redact_config(data: dict) -> dict:
     data = json.loads(json.dumps(data))  # a copy
     for src in data.get("sources") or []:
-        root, placeholder = str(src.get("root", "")), f"<source:{src.get('name', '')}>"
+        root, placeholder = str(src.get("root", "")).rstrip("/"), f"<source:{src.get('name', '')}>"
         ann = str(src.get("annotations", "") or "")
-        if ann:
-            src["annotations"] = (placeholder + "/" + ann[len(root.rstrip("/")) + 1:]
-                                  if root and ann.startswith(root.rstrip("/") + "/") else f"{placeholder}/{ann.rsplit('/', 1)[-1]}")
+        if ann:  # under the root: keep the relative part; elsewhere: keep only the file name
+            rel = ann[len(root) + 1:] if root and ann.startswith(root + "/") else ann.rsplit("/", 1)[-1]
+            src["annotations"] = f"{placeholder}/{rel}"
         src["root"] = placeholder
     for path in LOCATION_KEYS:
         node = data
@@ -327,9 +326,11 @@ def croissant(manifest: dict, url: str = "") -> dict:
         ],
         "recordSet": [
             {"@type": "cr:RecordSet", "@id": "triplets", "name": "triplets", "key": {"@id": "triplets/sample_id"},
-             "description": "One RGB–IR–text triplet per record.", "field": fields("triplets", "triplets-files", TRIPLET_COLUMNS)},
+             "description": "One RGB–IR–text triplet per record.",
+             "field": fields("triplets", "triplets-files", TRIPLET_COLUMNS)},
             {"@type": "cr:RecordSet", "@id": "rejects", "name": "rejects",
-             "description": "Rejected inputs with stage and reason.", "field": fields("rejects", "rejects-files", REJECT_COLUMNS)},
+             "description": "Rejected inputs with stage and reason.",
+             "field": fields("rejects", "rejects-files", REJECT_COLUMNS)},
         ],
     }
     if url:
@@ -362,7 +363,8 @@ def render_datasheet(config: dict, manifest: dict, rights: dict) -> str:
     tr, cap = manifest.get("translator", {}), manifest.get("captioner", {})
     dedup = (manifest.get("plan") or {}).get("dedup", {})
     tombs = manifest.get("tombstones") or []
-    return f"""# Datasheet: FusionRS-style RGB–IR–text dataset, version {manifest.get('dataset_version', INITIAL_VERSION)}
+    version = manifest.get("dataset_version", INITIAL_VERSION)
+    return f"""# Datasheet: FusionRS-style RGB–IR–text dataset, version {version}
 
 The questions of "Datasheets for Datasets" (Gebru et al., 2021), answered from `manifest.json`
 and `config.yaml` of this release. Items marked *(publisher)* are for whoever publishes it.
@@ -386,7 +388,7 @@ and `config.yaml` of this release. Items marked *(publisher)* are for whoever pu
   captions (accepted: {(c.get('ir_caption_status') or {}).get('accepted', 0):,} rows).
 - **Splits.** Whole joint groups (RGB and IR pHash64 within Hamming {g('dedup', 'near_radius')}, exact
   SHA-256, equal normalized captions) go to one split; seed {g('split', 'seed')}; groups crossing splits:
-  {c.get('cross_split_groups_in_output', '?')}. Joint groups: {dedup.get('groups', '?')}, of which
+  {c.get('cross_split_groups_in_output', '?')}. Joint groups at build time: {dedup.get('groups', '?')}, of which
   {dedup.get('multi_sample_groups', '?')} have more than one member.
 - **Noise and limits.** The infrared modality is synthetic: translator `{tr.get('backend', '?')}`
   ({tr.get('version', '')}); it is not a physical temperature measurement. Caption fallbacks and
@@ -403,11 +405,12 @@ and `config.yaml` of this release. Items marked *(publisher)* are for whoever pu
 ## Preprocessing, cleaning, labelling
 - **Images.** Decoded and validated; longest side ≤ {g('ingest', 'max_side')} px, JPEG quality
   {g('ingest', 'jpeg_quality')}, grayscale sources: {g('ingest', 'grayscale')}.
-- **Captions.** {g('clean', 'min_words')}–{g('clean', 'max_words')} words, English (langid ≥ {g('clean', 'language_min_prob')}),
-  boilerplate removed, class-name fallback `{g('clean', 'fallback_template')}`.
-- **Translation.** `{tr.get('backend', '?')}` at {g('translate', 'resolution')} px.
+- **Captions.** {g('clean', 'min_words')}–{g('clean', 'max_words')} words, English (langid ≥
+  {g('clean', 'language_min_prob')}), boilerplate removed, class-name fallback `{g('clean', 'fallback_template')}`.
+- **Translation.** `{tr.get('backend', '?')}` at {tr.get('resolution', g('translate', 'resolution'))} px.
 - **IR-aware captions.** `{cap.get('backend', '?')}` ({cap.get('version', cap.get('model', ''))}); filter:
-  {g('ir_filter', 'min_words')}–{g('ir_filter', 'max_words')} words, ≥ {g('ir_filter', 'min_cue_terms')} IR-cue terms, strict-v3 categories.
+  {g('ir_filter', 'min_words')}–{g('ir_filter', 'max_words')} words, ≥ {g('ir_filter', 'min_cue_terms')} IR-cue terms,
+  strict-v3 categories.
 - **Rejects by stage and reason.**
 
 | stage:reason | rows |
@@ -432,7 +435,7 @@ and `config.yaml` of this release. Items marked *(publisher)* are for whoever pu
   `croissant.json` (Croissant 1.0).
 
 ## Maintenance
-- **Versions.** This is version {manifest.get('dataset_version', INITIAL_VERSION)}; takedowns bump it
+- **Versions.** This is version {version}; takedowns bump it
   (`manifest.json` `changelog`).
 - **Takedowns.** Requests name a `sample_id`; removed rows ({len(tombs)} so far) are listed in
   `{TOMBSTONES_FILE}`. Contact: *(publisher)*
@@ -502,7 +505,8 @@ def verify(output: str, storage: Storage | None = None) -> list[Problem]:
 
 def _check_hashes(output: str, storage: Storage, scope: list[str], problems: list[Problem]) -> None:
     if not storage.exists(join(output, RELEASE_MANIFEST)) or not storage.exists(join(output, SHA256SUMS)):
-        problems.append(Problem("not_released", RELEASE_MANIFEST, "no RELEASE_MANIFEST.json or SHA256SUMS: run `fusionrs release OUT`"))
+        problems.append(Problem("not_released", RELEASE_MANIFEST,
+                                f"no {RELEASE_MANIFEST} or {SHA256SUMS}: run `fusionrs release OUT`"))
         return
     body = storage.read_bytes(join(output, RELEASE_MANIFEST))
     sums: dict[str, str] = {}
@@ -533,7 +537,8 @@ def _check_hashes(output: str, storage: Storage, scope: list[str], problems: lis
         if size != entry.get("bytes"):
             problems.append(Problem("size_mismatch", rel, f"{size} bytes, {RELEASE_MANIFEST} says {entry.get('bytes')}"))
         if digest != entry.get("sha256"):
-            problems.append(Problem("sha256_mismatch", rel, f"sha256 {digest[:16]}…, {RELEASE_MANIFEST} says {str(entry.get('sha256'))[:16]}…"))
+            problems.append(Problem("sha256_mismatch", rel,
+                                    f"sha256 {digest[:16]}…, {RELEASE_MANIFEST} says {str(entry.get('sha256'))[:16]}…"))
     for rel in sorted(set(sums) - set(files) - {RELEASE_MANIFEST}):
         problems.append(Problem("sums_disagree", rel, f"in {SHA256SUMS}, not in {RELEASE_MANIFEST}"))
     for rel in scope:
@@ -570,15 +575,18 @@ def _check_parquet(output: str, storage: Storage, scope: list[str], problems: li
             flat = pc.list_flatten(col) if pa.types.is_list(col.type) else col
             hits = pc.filter(flat, pc.fill_null(pc.match_substring_regex(flat, MACHINE_PATH), False))
             if len(hits):
-                problems.append(Problem("machine_path", rel, f"column {name}: {len(hits)} values, e.g. {hits[0].as_py()[:120]!r}"))
+                problems.append(Problem("machine_path", rel,
+                                        f"column {name}: {len(hits)} values, e.g. {hits[0].as_py()[:120]!r}"))
         for name in ("source_locator", "source_record_id") if table_kind == "triplets" else ():
             values = [v for v in t.column(name).to_pylist() if v]
             bad = [v for v in values if ABSOLUTE_LOCATOR.search(v)]
             if bad:
-                problems.append(Problem("absolute_locator", rel, f"column {name}: {len(bad)} absolute, e.g. {bad[0][:120]!r}"))
+                problems.append(Problem("absolute_locator", rel,
+                                        f"column {name}: {len(bad)} absolute, e.g. {bad[0][:120]!r}"))
             up = [v for v in values if PARENT_SEGMENT.search(v)]
             if up:
-                problems.append(Problem("parent_segment_locator", rel, f"column {name}: {len(up)} with '..', e.g. {up[0][:120]!r}"))
+                problems.append(Problem("parent_segment_locator", rel,
+                                        f"column {name}: {len(up)} with '..', e.g. {up[0][:120]!r}"))
         if table_kind == "triplets" and "split" in t.column_names:
             declared = split_of_file(rel)
             splits = Counter(t.column("split").to_pylist())
@@ -605,7 +613,8 @@ def _check_counts(manifest: dict, rows: dict, problems: list[Problem]) -> None:
     tri, rej = rows["triplets"], rows["rejects"]
     for key, actual in (("triplets", len(tri["file"])), ("rejects", len(rej["file"]))):
         if counts.get(key) != actual:
-            problems.append(Problem("row_count_mismatch", MANIFEST_FILE, f"counts.{key} is {counts.get(key)}, the files hold {actual}"))
+            problems.append(Problem("row_count_mismatch", MANIFEST_FILE,
+                                    f"counts.{key} is {counts.get(key)}, the files hold {actual}"))
     actual_t2: dict[str, Counter] = defaultdict(Counter)
     for src, sp in zip(tri["source"], tri["split"]):
         actual_t2[src][sp] += 1
@@ -648,11 +657,13 @@ def _check_rights(output: str, storage: Storage, rows: dict, problems: list[Prob
     for src in sorted(set(sources) | set(actual)):
         e = sources.get(src) or {}
         if e.get("rows", 0) != actual[src]:
-            problems.append(Problem("rights_rows_mismatch", RIGHTS_FILE, f"{src}: {e.get('rows', 0)} rows listed, {actual[src]} in triplets"))
+            problems.append(Problem("rights_rows_mismatch", RIGHTS_FILE,
+                                    f"{src}: {e.get('rows', 0)} rows listed, {actual[src]} in triplets"))
         if UNREVIEWED in (e.get("rights_codes") or {}):
             subs = f" (SkyScript subsources {e.get('subsources')})" if e.get("subsources") else ""
-            problems.append(Problem("rights_unknown", RIGHTS_FILE, f"{src}: {e['rights_codes'][UNREVIEWED]} rows have no rights "
-                                                                   f"code{subs}; pass write_release(rights={{'{src}': CODE}})"))
+            problems.append(Problem("rights_unknown", RIGHTS_FILE,
+                                    f"{src}: {e['rights_codes'][UNREVIEWED]} rows have no rights code{subs}; "
+                                    f"pass write_release(rights={{'{src}': CODE}})"))
 
 
 def _json_or_problem(storage: Storage, output: str, rel: str, problems: list[Problem], missing_ok: bool = False) -> dict:

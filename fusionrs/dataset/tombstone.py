@@ -72,30 +72,33 @@ def tombstone(output: str, sample_ids, reason: str, whole_groups: bool = False, 
     layout = Layout(output)
     tri_files = triplet_files(output, storage)
     rej_files = storage.list_files(layout.rejects(), "*.parquet")
+    # Id columns only, as Arrow (a few bytes a row, whatever the dataset's size).
     index = _index(storage, tri_files, ["sample_id", "source", "split", "group_id"])
     rej_index = _index(storage, rej_files, ["sample_id", "source"])
     record = read_tombstones(output, storage)
     done = {t["sample_id"] for t in record["tombstones"]}
-    present = {r["sample_id"] for r in index} | {r["sample_id"] for r in rej_index}
+    present = set(_rows_in(index, "sample_id", ids)["sample_id"].to_pylist()) | \
+        set(_rows_in(rej_index, "sample_id", ids)["sample_id"].to_pylist())
     unknown = ids - present - done
     if unknown:
-        raise TombstoneError("unknown_sample_id", f"{len(unknown)} ids are in neither triplets nor rejects: {sorted(unknown)[:5]}")
+        raise TombstoneError("unknown_sample_id",
+                             f"{len(unknown)} ids are in neither triplets nor rejects: {sorted(unknown)[:5]}")
 
     new = ids - done
     requested = set(new)
     if whole_groups:
-        groups = {r["group_id"] for r in index if r["sample_id"] in new}
-        new |= {r["sample_id"] for r in index if r["group_id"] in groups}
-    by_id = {r["sample_id"]: r for r in index}
-    removed_groups = {by_id[s]["group_id"] for s in new if s in by_id}
-    membership_changed = any(r["group_id"] in removed_groups and r["sample_id"] not in new for r in index)
+        groups = set(_rows_in(index, "sample_id", new)["group_id"].to_pylist())
+        new |= set(_rows_in(index, "group_id", groups)["sample_id"].to_pylist())
+    by_id = {r["sample_id"]: r for r in _rows_in(index, "sample_id", new).to_pylist()}
+    removed_groups = {r["group_id"] for r in by_id.values()}
+    membership_changed = bool(set(_rows_in(index, "group_id", removed_groups)["sample_id"].to_pylist()) - new)
 
     # tombstones.json is written before manifest.json: after an interrupted takedown it is ahead.
     version = record["dataset_version"] = max(manifest.get("dataset_version", INITIAL_VERSION), record["dataset_version"],
                                               key=_semver)
     if new:
         version = record["dataset_version"] = bump(version, major=membership_changed)
-        rej_by_id = {r["sample_id"]: r for r in rej_index}
+        rej_by_id = {r["sample_id"]: r for r in _rows_in(rej_index, "sample_id", new).to_pylist()}
         for sid in sorted(new):
             r = by_id.get(sid) or rej_by_id[sid]
             record["tombstones"].append({
@@ -116,7 +119,8 @@ def tombstone(output: str, sample_ids, reason: str, whole_groups: bool = False, 
 
     manifest.update(dataset_version=version, tombstones=record["tombstones"], changelog=record["changelog"])
     config = yaml.safe_load(storage.read_bytes(join(output, CONFIG_FILE))) or {}
-    cfg = from_dict(BuildConfig, {**config, "output": output})  # write_reports reads only the output and the card's config.yaml
+    # write_reports needs the output and (through the card) config.yaml: the redacted config serves.
+    cfg = from_dict(BuildConfig, {**config, "output": output})
     manifest.update(write_reports(cfg, storage, layout, manifest))
     storage.write_text(join(output, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True))
     write_release(output, storage)
@@ -150,8 +154,15 @@ def _check_request(ids: set[str], reason: str, date: str | None) -> None:
         raise TombstoneError("bad_date", f"date {date!r} is not YYYY-MM-DD")
 
 
-def _index(storage: Storage, files: list[str], columns: list[str]) -> list[dict]:
-    return [r for uri in files for r in storage.read_parquet(uri, columns=columns).to_pylist()]
+def _index(storage: Storage, files: list[str], columns: list[str]) -> pa.Table:
+    tables = [storage.read_parquet(uri, columns=columns) for uri in files]
+    return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in columns})
+
+
+def _rows_in(table: pa.Table, column: str, values: set) -> pa.Table:
+    """The rows whose `column` is one of `values`."""
+    value_set = pa.array(sorted(v for v in values if v is not None), pa.string())
+    return table.filter(pc.fill_null(pc.is_in(table.column(column), value_set=value_set), False))
 
 
 def _remove(storage: Storage, files: list[str], gone: set[str]) -> int:
