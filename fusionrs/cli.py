@@ -5,6 +5,8 @@
     fusionrs plan --config CONFIG [--synthetic N]    the split and a cost forecast, before paying
     fusionrs sample OUT [--per-source N]             generated sources in the five real formats
     fusionrs cost OUTPUT                             the cost ledger: per run, per stage, work reused
+    fusionrs release OUT / verify OUT / takedown OUT ID... --reason R   release files, checks, tombstones
+    fusionrs eval-data hit-uav-vqa ROOT --out FILE   HIT-UAV real-thermal VQA questions
     fusionrs config show {build,clip,vlm,eval}       every config key, its default and what it does
     fusionrs tiny-model KIND OUT                     a tiny random model in its real on-disk format
     fusionrs convert-diffv2ir CKPT OUT_DIR           LDM DiffV2IR checkpoint → diffusers folder
@@ -100,6 +102,51 @@ def cmd_cost(args) -> int:
     return 0
 
 
+def cmd_release(args) -> int:
+    from fusionrs.dataset.release import ReleaseError, write_release
+
+    rights = dict(r.split("=", 1) for r in args.rights)
+    try:
+        info = write_release(args.output, rights=rights or None, url=args.url)
+    except ReleaseError as e:
+        print(f"release: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from fusionrs.dataset.release import verify
+
+    problems = verify(args.output)
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"verify: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
+        return 1
+    print(f"verify: {args.output} is consistent (hashes, counts, schema, splits, paths)")
+    return 0
+
+
+def cmd_takedown(args) -> int:
+    from fusionrs.build.tombstone import TombstoneError, tombstone
+
+    try:
+        info = tombstone(args.output, args.sample_ids, args.reason, whole_groups=args.whole_groups, date=args.date)
+    except TombstoneError as e:
+        print(f"takedown: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
+def cmd_eval_data(args) -> int:
+    from fusionrs.eval.hit_uav import write_hit_uav_vqa
+
+    print(json.dumps(write_hit_uav_vqa(args.root, args.out, seed=args.seed), indent=1))
+    return 0
+
+
 def cmd_config_show(args) -> int:
     print(f"{args.which} config keys (dotted key, default, description); override any with key=value:")
     print(format_keys(CONFIGS[args.which]))
@@ -184,6 +231,29 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("output", help="the build's output URI")
     k.add_argument("--last", type=int, default=0, help="only the last N runs")
     k.set_defaults(fn=cmd_cost)
+    r = sub.add_parser("release", help="release files: SHA256SUMS, RELEASE_MANIFEST.json, croissant.json, DATASHEET.md")
+    r.add_argument("output", help="a completed build's output folder")
+    r.add_argument("--url", default="", help="where the dataset will be published (Croissant `url`)")
+    r.add_argument("--rights", action="append", default=[], metavar="SOURCE=CODE",
+                   help="a rights code for a source the built-in table does not know (repeatable)")
+    r.set_defaults(fn=cmd_release)
+    v = sub.add_parser("verify", help="check a released output: hashes, row counts, schema, leakage, machine paths")
+    v.add_argument("output", help="the released output folder")
+    v.set_defaults(fn=cmd_verify)
+    td = sub.add_parser("takedown", help="remove samples (a tombstone in the manifest) and rewrite the release files")
+    td.add_argument("output", help="the build's output folder")
+    td.add_argument("sample_ids", nargs="+", help="the sample_ids to take down")
+    td.add_argument("--reason", required=True, help="why (recorded with the date in the manifest)")
+    td.add_argument("--whole-groups", action="store_true", help="take down the samples' whole joint groups")
+    td.add_argument("--date", default=None, help="the takedown's date (YYYY-MM-DD; default today)")
+    td.set_defaults(fn=cmd_takedown)
+    ed = sub.add_parser("eval-data", help="evaluation data from a benchmark's release")
+    eds = ed.add_subparsers(dest="kind", required=True, metavar="KIND")
+    hv = eds.add_parser("hit-uav-vqa", help="HIT-UAV real-thermal VQA questions (official §8 builder)")
+    hv.add_argument("root", help="a HIT-UAV release folder (test.json or Annotations/*.xml beside the images)")
+    hv.add_argument("--out", required=True, help="the questions file to write (JSONL)")
+    hv.add_argument("--seed", type=int, default=20260726, help="the official builder's seed (default 20260726)")
+    hv.set_defaults(fn=cmd_eval_data)
     c = sub.add_parser("config", help="show a config's keys, defaults and descriptions")
     cs = c.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = cs.add_parser("show", help="every key of a config with its default and description")
@@ -206,7 +276,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # `key=value` overrides may stand anywhere on the line (before or after --config).
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.fn(args)
 
 

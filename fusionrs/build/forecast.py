@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
-from fusionrs.build.plan import Plan, PlanInput, make_plan, read_plan_input
 from fusionrs.build.fingerprints import stage_fingerprints
+from fusionrs.build.plan import Plan, PlanInput, make_plan, read_plan_input
 from fusionrs.build.readers import plan_units
 from fusionrs.config.build import BuildConfig
 from fusionrs.core.storage import Storage

@@ -237,9 +237,10 @@ class WritePart:
     """Join a part's ingest rows, assignment, IR images and captions; write its triplets and
     rejects (deterministic names: a retried task or a rerun rewrites the same files)."""
 
-    def __init__(self, cfg: BuildConfig, storage: Storage, fps: dict):
+    def __init__(self, cfg: BuildConfig, storage: Storage, fps: dict, tombstoned: frozenset = frozenset()):
         self.cfg, self.storage, self.fps = cfg, storage, fps
         self.layout = Layout(cfg.output)
+        self.tombstoned = tombstoned  # taken down (build/tombstone.py): in neither triplets nor rejects
 
     def __call__(self, row: dict) -> dict:
         part, t0 = row["part"], time.perf_counter()
@@ -251,6 +252,8 @@ class WritePart:
         triplets, rejects = [], []
         for r in ing:
             sid = r["sample_id"]
+            if sid in self.tombstoned:
+                continue
             if r["reject_reason"] is not None:
                 rejects.append(reject_row(r, STAGE_INGEST))
                 continue
@@ -267,11 +270,14 @@ class WritePart:
                                           STAGE_INGEST))
                 continue
             triplets.append(self.triplet(r, t, a, caps.get(sid)))
-        if triplets:
-            self.storage.write_parquet(self.layout.triplets(part), pa.Table.from_pylist(triplets, schema=TRIPLET_SCHEMA))
+        splits = sorted({t["split"] for t in triplets})
+        for sp in splits:  # one file per split: `load_dataset(OUT)` reads a split by file name
+            rows = [t for t in triplets if t["split"] == sp]
+            self.storage.write_parquet(self.layout.triplets(part, sp), pa.Table.from_pylist(rows, schema=TRIPLET_SCHEMA))
         if rejects:
             self.storage.write_parquet(self.layout.rejects(part), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
-        return {"part": part, "triplets": len(triplets), "rejects": len(rejects), "caption_stats": row["stats"],
+        return {"part": part, "triplets": len(triplets), "triplet_splits": json.dumps(splits), "rejects": len(rejects),
+                "caption_stats": row["stats"],
                 "caption_failed": row["caption_failed"],
                 "stats": json.dumps({"units": 1, "rows": len(triplets) + len(rejects), "busy_s": time.perf_counter() - t0})}
 

@@ -40,6 +40,7 @@ from fusionrs.config.build import BuildConfig
 from fusionrs.config.loader import to_yaml
 from fusionrs.core.storage import Storage
 from fusionrs.dataset.layout import TMP_MARK, Layout
+from fusionrs.dataset.release import tombstone_manifest_fields, tombstoned_ids
 
 log = logging.getLogger("fusionrs.build")
 
@@ -176,7 +177,8 @@ def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger, units: list) -
         return manifest
 
     t0 = time.time()
-    rows, duplicates = read_plan_input(cfg, storage, fps, parts)
+    tombstoned = frozenset(tombstoned_ids(cfg.output, storage))  # takedowns stay out of every rebuild
+    rows, duplicates = read_plan_input(cfg, storage, fps, parts, tombstoned)
     plan = make_plan(rows, cfg)
     plan.summary["duplicate_sample_ids"] = duplicates
     manifest["forecast"] = forecast(cfg, len(rows.sample_id), plan.summary["iraware_selected"], Rates.load())
@@ -184,11 +186,11 @@ def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger, units: list) -
     timings["plan_s"] = time.time() - t0
 
     t0 = time.time()
-    part_stats, limiter_state = _caption_and_write(cfg, storage, fps, per_part, parts, ledger)
+    part_stats, limiter_state = _caption_and_write(cfg, storage, fps, per_part, parts, ledger, tombstoned)
     timings["caption_write_s"] = time.time() - t0
 
     # Parts written by an earlier build with other settings must not linger in the output.
-    expected = {layout.triplets(s["part"]) for s in part_stats if s["triplets"]}
+    expected = {layout.triplets(s["part"], sp) for s in part_stats for sp in json.loads(s["triplet_splits"])}
     expected |= {layout.rejects(s["part"]) for s in part_stats if s["rejects"]}
     for d in (layout.triplets(), layout.rejects()):
         for uri in storage.list_files(d, "*.parquet"):
@@ -201,7 +203,7 @@ def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger, units: list) -
     if plan.summary["split_shortfalls"]:
         log.warning("held-out splits short of their targets: %s", plan.summary["split_shortfalls"])
     manifest.update(work=_work(ledger, part_stats), plan=plan.summary,
-                    timings={k: round(v, 2) for k, v in timings.items()})
+                    timings={k: round(v, 2) for k, v in timings.items()}, **tombstone_manifest_fields(cfg.output, storage))
     storage.write_text(layout.file("config.yaml"), to_yaml(cfg))
     manifest.update(write_reports(cfg, storage, layout, manifest))
     storage.write_text(layout.file("manifest.json"), json.dumps(manifest, indent=2, sort_keys=True))
@@ -251,7 +253,7 @@ def _translate(cfg: BuildConfig, storage: Storage, fps: dict, parts: list[str], 
 
 
 def _caption_and_write(cfg: BuildConfig, storage: Storage, fps: dict, per_part: dict, parts: list[str],
-                       ledger: RunLedger):
+                       ledger: RunLedger, tombstoned: frozenset):
     cc = cfg.caption
     limiter = None
     if cc.backend == "openai":
@@ -263,7 +265,7 @@ def _caption_and_write(cfg: BuildConfig, storage: Storage, fps: dict, per_part: 
     ds = ds.map_batches(CaptionPart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, fps=fps, limiter=limiter),
                         batch_size=cc.parts_per_call, compute=ActorPoolStrategy(min_size=cc.min_actors, max_size=cc.max_actors),
                         num_cpus=cc.num_cpus)
-    write = WritePart(cfg, storage, fps)
+    write = WritePart(cfg, storage, fps, tombstoned)
     ds = ds.map_batches(lambda b: per_row(b, write), batch_size=1, num_cpus=cfg.ray.write_num_cpus)
     t0, stats = time.time(), []
     for s in ds.iter_rows():

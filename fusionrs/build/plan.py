@@ -64,9 +64,11 @@ def make_plan(rows: PlanInput, cfg: BuildConfig) -> Plan:
     return Plan(split.split, grouping.group_id, grouping.group_size, split.is_eval_representative, chosen, summary)
 
 
-def read_plan_input(cfg: BuildConfig, storage: Storage, fps: dict, parts: list[str]) -> tuple[PlanInput, int]:
-    """The plan's columns of every part's ingest and IR files. Returns the rows and how many
-    duplicate sample_ids were left out (the same record listed twice: its first row is kept)."""
+def read_plan_input(cfg: BuildConfig, storage: Storage, fps: dict, parts: list[str],
+                    tombstoned: frozenset = frozenset()) -> tuple[PlanInput, int]:
+    """The plan's columns of every part's ingest and IR files, less taken-down samples. Returns
+    the rows and how many duplicate sample_ids were left out (the same record listed twice: its
+    first row is kept)."""
     layout = Layout(cfg.output)
     fs, _ = storage.resolve(cfg.output)
 
@@ -87,8 +89,8 @@ def read_plan_input(cfg: BuildConfig, storage: Storage, fps: dict, parts: list[s
     sids = t.column("sample_id").to_pylist()
     keep, seen, duplicates = [], set(), 0
     for i, (k, s) in enumerate(zip(part_of, sids)):
-        if (int(k), s) not in ir_hashes:
-            continue  # translation failed: a reject, not part of any group
+        if (int(k), s) not in ir_hashes or s in tombstoned:
+            continue  # translation failed (a reject), or taken down: in no group and no count
         if s in seen:
             duplicates += 1  # the same record listed twice: its first row is planned
             continue

@@ -59,6 +59,10 @@ glowing shadow shadows shade shaded infrared ir pale light lighter highlighted h
 OFFICIAL_IR_CUE_WORDS = frozenset(
     "bright brightness contrast dark grayscale infrared intensity outline outlines texture thermal".split())
 
+# The official output audit's colour terms (official implementation §10); the caption filter's
+# list below (strict-v3) adds "turquoise".
+OFFICIAL_RGB_COLOR_WORDS = frozenset(
+    "red green blue yellow orange purple pink brown cyan magenta beige gold golden".split())
 RGB_COLOR_WORDS = frozenset(
     "red green blue yellow orange purple pink brown golden gold turquoise cyan magenta beige".split())
 

@@ -6,7 +6,7 @@
     ds = load_dataset("out/demo/build", "iraware")       # only rows with an accepted IR-aware caption
 
 The build writes the card (build/report.py calls `write_card`); `fusionrs release` and takedowns
-(dataset/release.py, dataset/tombstone.py) write it again from the output folder alone, so the card
+(dataset/release.py, build/tombstone.py) write it again from the output folder alone, so the card
 always describes the files beside it. The front matter is what makes the folder load with
 `datasets.load_dataset`: one config whose data files are the per-split triplet files, and
 features that declare the JPEG columns as `image` (a binary Parquet column is cast to the Image
@@ -26,7 +26,7 @@ import yaml
 from PIL import Image, ImageOps
 
 from fusionrs.core.storage import Storage, join
-from fusionrs.dataset.layout import Layout
+from fusionrs.dataset.layout import Layout, split_glob
 from fusionrs.dataset.schema import IR_CAPTION_ACCEPTED, SPLITS, TRIPLET_COLUMNS
 
 # Every binary column of the triplets is a JPEG (dataset/schema.py): these become Image features.
@@ -36,29 +36,6 @@ GRID_FILE = "assets/grid.png"
 CARD_FILE = "README.md"
 CONFIG_FILE = "config.yaml"
 INITIAL_VERSION = "1.0.0"  # dataset_version of a build that has had no takedown
-
-
-# ---------------------------------------------------------------------------------------
-# Per-split triplet files. The card's data files are one glob per split, so each triplets file
-# holds one split: `triplets/<part>-<split>.parquet`. TEMPORARY HOME: this belongs in
-# dataset/layout.py beside Layout.triplets(part, split) (the build's writer names the files);
-# it lives here until the writer is changed, and is then imported from there.
-
-
-def triplet_file_name(part: str, split: str) -> str:
-    return f"{part}-{split}.parquet"
-
-
-def split_glob(split: str) -> str:
-    """The files of one split, relative to the output: what the card's `data_files` list."""
-    return f"triplets/*-{split}.parquet"
-
-
-def split_of_file(name: str) -> str | None:
-    """The split a triplets file name declares (`RSICD-00000-val.parquet` → `val`), else None."""
-    stem = name.rsplit("/", 1)[-1].removesuffix(".parquet")
-    split = stem.rsplit("-", 1)[-1] if "-" in stem else ""
-    return split if split in SPLITS else None
 
 
 # ---------------------------------------------------------------------------------------

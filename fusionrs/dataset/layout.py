@@ -1,6 +1,7 @@
 """Where everything lives under a build's output URI (docs/pipeline.md).
 
-    triplets/<part>.parquet  rejects/<part>.parquet      the dataset (dataset/schema.py)
+    triplets/<part>-<split>.parquet                      the dataset (dataset/schema.py), one file per split
+    rejects/<part>.parquet                               one row per input that is not a triplet
     manifest.json stats.md README.md config.yaml         what was built, and how
     ledger/<run>.json                                    what each run cost
     _stage/<stage>/<fingerprint>/<part>...               per-stage shard files: what a rerun reuses
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusionrs.core.storage import join
+from fusionrs.dataset.schema import SPLITS
 
 # Suffix of the temporary files an interrupted atomic write can leave (core.storage).
 TMP_MARK = ".tmp-"
@@ -34,8 +36,10 @@ class Layout:
     def caption(self, fp: str, part: str, selection: str) -> str:
         return join(self.output, "_stage", "caption", fp, f"{part}-{selection}.parquet")
 
-    def triplets(self, part: str = "") -> str:
-        return join(self.output, "triplets", f"{part}.parquet" if part else "")
+    def triplets(self, part: str = "", split: str = "") -> str:
+        """triplets/ or one part's file of one split: `datasets.load_dataset(OUT)` and any reader
+        of `triplets/*.parquet` see the same files (one glob per split, the split also a column)."""
+        return join(self.output, "triplets", triplet_file_name(part, split) if part else "")
 
     def rejects(self, part: str = "") -> str:
         return join(self.output, "rejects", f"{part}.parquet" if part else "")
@@ -52,3 +56,19 @@ class Layout:
 
     def file(self, name: str) -> str:
         return join(self.output, name)
+
+
+def triplet_file_name(part: str, split: str) -> str:
+    return f"{part}-{split}.parquet"
+
+
+def split_glob(split: str) -> str:
+    """The files of one split, relative to the output: what the card's `data_files` list."""
+    return f"triplets/*-{split}.parquet"
+
+
+def split_of_file(name: str) -> str | None:
+    """The split a triplets file name declares (`RSICD.0a1b-val.parquet` → `val`), else None."""
+    stem = name.rsplit("/", 1)[-1].removesuffix(".parquet")
+    split = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    return split if split in SPLITS else None

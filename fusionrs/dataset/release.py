@@ -39,10 +39,9 @@ from fusionrs.dataset.card import (
     release_date,
     rights_summary,
     saved_overrides,
-    split_of_file,
     write_card,
 )
-from fusionrs.dataset.layout import TMP_MARK
+from fusionrs.dataset.layout import TMP_MARK, split_of_file
 from fusionrs.dataset.schema import (
     REJECT_COLUMNS,
     REJECT_SCHEMA,
@@ -443,7 +442,7 @@ and `config.yaml` of this release. Items marked *(publisher)* are for whoever pu
 
 
 # ---------------------------------------------------------------------------------------
-# Tombstones (written by dataset/tombstone.py; read here too, by the verifier).
+# Tombstones (written by build/tombstone.py; read here too, by the verifier).
 
 
 def read_tombstones(output: str, storage: Storage | None = None) -> dict:

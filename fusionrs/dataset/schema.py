@@ -129,10 +129,12 @@ def markdown() -> str:
 Generated from `fusionrs/dataset/schema.py` (`python -m fusionrs.dataset.schema > docs/schema.md`); a
 test keeps this file equal to the code.
 
-## `triplets/<part>.parquet`
+## `triplets/<part>-<split>.parquet`
 
-One row per RGB–IR–text triplet. Part names are `<source>-<unit>` (or `<source>-<tar>-pNNN` for
-webdataset sources): deterministic for a given input and `ingest.records_per_unit`.
+One row per RGB–IR–text triplet; one file per part and split (so `datasets.load_dataset(OUT)`
+finds each split by name, `triplets/*-<split>.parquet`, while the split is also a column). Part
+names are `<source>.<unit hash>` (`<source>.<tar>-<hash>-pNNN` for webdataset sources): the hash
+covers the unit's inputs, so names are deterministic and change only when those inputs do.
 
 {table(TRIPLET_COLUMNS)}
 

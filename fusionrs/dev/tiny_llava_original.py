@@ -2,7 +2,8 @@
 
     from fusionrs.dev.tiny_llava_original import write_tiny_geochat, write_tiny_h2rsvlm
     paths = write_tiny_geochat("out/geochat-tiny")   # {"checkpoint": ..., "vision_tower": ...}
-    fusionrs convert-llava out/geochat-tiny/geochat-7B-tiny out/geochat-hf --vision-tower out/geochat-tiny/clip-vit-patch14-336
+    fusionrs convert-llava out/geochat-tiny/geochat-7B-tiny out/geochat-hf \
+        --vision-tower out/geochat-tiny/clip-vit-patch14-336
 
 What a real folder has, at toy widths, so the converter is tested on the layouts it will meet:
 - the LlavaLlamaForCausalLM / GeoChatLlamaForCausalLM folder: config.json with the `mm_*` keys,
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
+from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
 from transformers.convert_slow_tokenizer import import_protobuf
 
 from fusionrs.dev.tiny_vlm import _corpus
@@ -73,7 +74,8 @@ def sentencepiece_model(vocab_size: int = 700) -> bytes:
     spec.model_type, spec.vocab_size, spec.byte_fallback = 2, len(proto.pieces), True  # 2: BPE
     spec.unk_id, spec.bos_id, spec.eos_id, spec.pad_id = 0, 1, 2, -1
     norm = proto.normalizer_spec
-    norm.name, norm.add_dummy_prefix, norm.remove_extra_whitespaces, norm.escape_whitespaces = "identity", True, False, True
+    norm.name, norm.add_dummy_prefix, norm.escape_whitespaces = "identity", True, True
+    norm.remove_extra_whitespaces = False
     return proto.SerializeToString()
 
 
@@ -141,8 +143,8 @@ def write_shards(out: Path, sd: dict[str, torch.Tensor], safetensors: bool) -> N
     """Two shards and the index, as save_pretrained (max_shard_size) writes a 7B checkpoint."""
     keys = list(sd)
     half = len(keys) // 2
-    ext, index = ("safetensors", "model.safetensors.index.json") if safetensors else ("bin", "pytorch_model.bin.index.json")
-    stem = "model" if safetensors else "pytorch_model"
+    stem, ext = ("model", "safetensors") if safetensors else ("pytorch_model", "bin")
+    index = f"{stem}.{ext}.index.json"
     weight_map = {}
     for i, part in enumerate((keys[:half], keys[half:]), start=1):
         name = f"{stem}-{i:05d}-of-00002.{ext}"
@@ -212,9 +214,10 @@ def write_tiny_geochat(out_dir: str | Path, seed: int = 0) -> dict:
     cfg = original_config(vocab, "fusionrs-tiny/clip-vit-patch14-336", "GeoChatLlamaForCausalLM", "geochat")
     sd = llm_state_dict(cfg, seed, torch.float16)
     # transformers 4.31 saved the rotary buffers; the converter must drop them.
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
     for i in range(cfg["num_hidden_layers"]):
-        head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
-        sd[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        sd[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
     # The tower as GeoChat saved it after load_model(): grid interpolated to 504 px, fp16.
     extended = dict(vision)
     extended["embeddings.position_embedding.weight"] = geochat_interpolate(

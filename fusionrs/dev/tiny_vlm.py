@@ -235,8 +235,8 @@ def write_tiny_blip2_opt(out_dir: str | Path, seed: int = 0) -> str:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer, n_query = train_opt_tokenizer(), 4
-    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": TINY_IMAGE_SIDE, "width": TINY_IMAGE_SIDE}),
-                               tokenizer=tokenizer, num_query_tokens=n_query)
+    pixels = BlipImageProcessor(size={"height": TINY_IMAGE_SIDE, "width": TINY_IMAGE_SIDE})
+    processor = Blip2Processor(image_processor=pixels, tokenizer=tokenizer, num_query_tokens=n_query)
     tid = tokenizer.convert_tokens_to_ids
     text = OPTConfig(vocab_size=len(tokenizer), hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
                      word_embed_proj_dim=64, max_position_embeddings=1024, pad_token_id=tid("<pad>"),

@@ -25,12 +25,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from fusionrs.core.lexicon import OFFICIAL_IR_CUE_WORDS
+from fusionrs.core.lexicon import OFFICIAL_IR_CUE_WORDS, OFFICIAL_RGB_COLOR_WORDS
 from fusionrs.eval.vlm_metrics import (
+    GENERATION_OK,
     GENERIC_FAILURES,
     PHYSICAL_PHRASES,
     PHYSICAL_WORDS,
-    _bag_f1,  # the official bag-of-words F1; private there, reused rather than written twice
+    bag_f1,
     bootstrap_ci,
     lexical_f1,
     normalize_answer,
@@ -38,12 +39,8 @@ from fusionrs.eval.vlm_metrics import (
     tokens,
 )
 
-# "success" is the official prediction files' status; "ok" is this project's (eval/vlm_eval.py).
-SUCCESS_STATUSES = frozenset({"success", "ok"})
-# The official audit's colour list. core.lexicon.RGB_COLOR_WORDS also holds "turquoise" (the
-# caption filter's list), so the audit keeps the official one here.
-OFFICIAL_RGB_COLOR_WORDS = frozenset(
-    "red green blue yellow orange purple pink brown cyan magenta beige gold golden".split())
+# "success" is the official prediction files' status; GENERATION_OK ("ok") is this project's.
+SUCCESS_STATUSES = frozenset({"success", GENERATION_OK})
 SEMANTIC, IR_OBSERVABLE = "semantic_description", "ir_observable_description"
 PAIR_FIELDS = ("benchmark_id", "evaluation_type", "task_type", "question_type")
 
@@ -128,7 +125,7 @@ def audit_outputs(rows: list[dict]) -> dict:
             "overall": audit_captions(caption),
             "by_task": by_task,
             "paired_images": len(paired),
-            "identical_across_prompts_rate": _mean([float(t[SEMANTIC] != t[IR_OBSERVABLE]) for t in paired]),
+            "identical_across_prompts_rate": _mean([float(t[SEMANTIC] == t[IR_OBSERVABLE]) for t in paired]),
             "ir_cue_prompt_delta": by_task[IR_OBSERVABLE]["ir_cue_rate"] - by_task[SEMANTIC]["ir_cue_rate"]
             if both else None,
             "length_prompt_delta": by_task[IR_OBSERVABLE]["average_words"] - by_task[SEMANTIC]["average_words"]
@@ -151,7 +148,7 @@ def official_row_scores(row: dict) -> dict[str, float]:
     accepted = row.get("accepted_answers") or [row["canonical_answer"]]
     p = normalize_answer(pred)
     return {"exact_match": float(p in {normalize_answer(a) for a in accepted}),
-            "token_f1": max(_bag_f1(tokens(p), tokens(normalize_answer(a))) for a in accepted)}
+            "token_f1": max(bag_f1(tokens(p), tokens(normalize_answer(a))) for a in accepted)}
 
 
 def _by_key(rows: list[dict], name: str) -> dict[str, dict]:

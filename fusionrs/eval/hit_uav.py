@@ -1,13 +1,16 @@
 """HIT-UAV real thermal benchmark: annotation readers, the VQA builder and the VQA scorer.
 
     fusionrs eval-data hit-uav-vqa /data/HIT-UAV/normal_json --out out/hit_uav_vqa.jsonl
-    python -c "from fusionrs.eval.hit_uav import write_hit_uav_vqa as w; print(w('../shared/data/hit-uav-sample', '/tmp/hit.jsonl'))"
+    python -c "from fusionrs.eval.hit_uav import write_hit_uav_vqa as w; \
+        print(w('../shared/data/hit-uav-sample', '/tmp/hit.jsonl'))"
 
 HIT-UAV (Suo et al., Scientific Data 2023) ships its boxes in two layouts, both read here:
 - COCO-like JSON: `test.json` or `annotations/test.json` under the root, with keys `annotation`
   and `filename` (COCO's `annotations` / `file_name` are accepted too); images in `test/`
   (the release's `normal_json/test/`), `images/` or `JPEGImages/`.
-- per-image VOC XML: `Annotations/*.xml`, images beside them in `images/` or `JPEGImages/`.
+- per-image VOC XML: `Annotations/*.xml`, images beside them in `images/` or `JPEGImages/`;
+  when `ImageSets/Main/test.txt` is there, only the images it lists (the release's normal_xml/
+  keeps every split's XML in one folder).
 One record per image: image_id, file name, width, height and its boxes as (class, x, y, w, h).
 Classes Person, Car, Bicycle, OtherVehicle become person, car, bicycle, other vehicle; DontCare
 is dropped. A malformed file or entry raises HitUavFormatError naming it: the benchmark is
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from fusionrs.core.storage import Storage, join
-from fusionrs.eval.audit import prediction_of
+from fusionrs.eval.audit import normalized, prediction_of
 from fusionrs.eval.vlm_metrics import bootstrap_ci, normalize_answer
 
 DATASET = "HIT-UAV"
@@ -113,7 +116,8 @@ def class_label(name: str, where: str) -> str | None:
     if key.replace(" ", "") == DONT_CARE:
         return None
     if key not in _CLASS_NAMES:
-        raise HitUavFormatError(f"{where}: unknown class {name!r} (expected Person, Car, Bicycle, OtherVehicle, DontCare)")
+        raise HitUavFormatError(
+            f"{where}: unknown class {name!r} (expected Person, Car, Bicycle, OtherVehicle, DontCare)")
     return _CLASS_NAMES[key]
 
 
@@ -149,12 +153,21 @@ def _box(cls: str, x, y, w, h, where: str) -> Box:
     return Box(cls, x, y, w, h)
 
 
-def read_voc(root: str, storage: Storage | None = None) -> list[HitUavImage]:
-    """Every `Annotations/*.xml` under root, one record each, sorted by file name."""
+def read_voc(root: str, storage: Storage | None = None, image_set: str | None = None) -> list[HitUavImage]:
+    """`Annotations/*.xml` under root (only the stems listed in `ImageSets/Main/<image_set>.txt`
+    when image_set is given), one record each, sorted by file name."""
     storage = storage or Storage()
     files = storage.list_files(join(root, "Annotations"), "*.xml")
     if not files:
         raise HitUavFormatError(f"{join(root, 'Annotations')}: no *.xml annotation files")
+    if image_set:
+        list_uri = join(root, "ImageSets", "Main", f"{image_set}.txt")
+        wanted = [line.strip() for line in storage.read_bytes(list_uri).decode("utf-8").splitlines() if line.strip()]
+        by_stem = {posixpath.splitext(posixpath.basename(u.replace("\\", "/")))[0]: u for u in files}
+        missing = [w for w in wanted if w not in by_stem]
+        if missing:
+            raise HitUavFormatError(f"{list_uri}: {len(missing)} listed images have no XML, e.g. {missing[:3]}")
+        files = [by_stem[w] for w in dict.fromkeys(wanted)]
     records = [_voc_record(uri, storage.read_bytes(uri)) for uri in files]
     _no_duplicates([r.file_name for r in records], "file name", join(root, "Annotations"))
     return sorted(records, key=lambda r: r.file_name)
@@ -228,7 +241,8 @@ def read_coco(annotation_uri: str, storage: Storage | None = None) -> list[HitUa
         where = f"{annotation_uri} {key}[{i}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
         if not isinstance(ann, dict):
             raise HitUavFormatError(f"{where}: not an object")
-        image_id, cat_id = _int_id(ann.get("image_id"), f"{where} image_id"), _int_id(ann.get("category_id"), f"{where} category_id")
+        image_id = _int_id(ann.get("image_id"), f"{where} image_id")
+        cat_id = _int_id(ann.get("category_id"), f"{where} category_id")
         if image_id not in images:
             raise HitUavFormatError(f"{where}: image_id {image_id} is not in 'images'")
         if cat_id not in categories:
@@ -239,7 +253,8 @@ def read_coco(annotation_uri: str, storage: Storage | None = None) -> list[HitUa
         if categories[cat_id] is not None:
             images[image_id]["boxes"].append(_box(categories[cat_id], *bbox, where))
 
-    return [HitUavImage(i, v["file_name"], v["width"], v["height"], tuple(v["boxes"])) for i, v in sorted(images.items())]
+    return [HitUavImage(i, v["file_name"], v["width"], v["height"], tuple(v["boxes"]))
+            for i, v in sorted(images.items())]
 
 
 def _int_id(value, where: str) -> int:
@@ -266,10 +281,15 @@ def annotation_source(root: str, storage: Storage | None = None) -> tuple[str, s
     raise HitUavFormatError(f"{root}: no HIT-UAV annotations ({', '.join(JSON_CANDIDATES)} or Annotations/*.xml)")
 
 
+def voc_image_set(root: str, storage: Storage) -> str | None:
+    """"test" when `ImageSets/Main/test.txt` exists: the benchmark is the test split."""
+    return "test" if storage.exists(join(root, "ImageSets", "Main", "test.txt")) else None
+
+
 def read_hit_uav(root: str, storage: Storage | None = None) -> list[HitUavImage]:
     storage = storage or Storage()
     layout, uri = annotation_source(root, storage)
-    return read_coco(uri, storage) if layout == "coco" else read_voc(uri, storage)
+    return read_coco(uri, storage) if layout == "coco" else read_voc(uri, storage, voc_image_set(uri, storage))
 
 
 def image_dir(root: str, file_names: list[str], storage: Storage | None = None) -> str:
@@ -386,7 +406,7 @@ def write_hit_uav_vqa(root: str, out_jsonl: str, seed: int = SEED, storage: Stor
     JSON row per question) and `<out_jsonl>.summary.json`; returns the summary."""
     storage = storage or Storage()
     layout, uri = annotation_source(root, storage)
-    images = read_coco(uri, storage) if layout == "coco" else read_voc(uri, storage)
+    images = read_hit_uav(root, storage)
     folder = image_dir(root, [i.file_name for i in images], storage)
     rows = build_hit_uav_vqa(images, seed)
     summary = {**summarize_vqa(rows, len(images)), "seed": seed, "layout": layout, "annotations": uri,
@@ -397,14 +417,10 @@ def write_hit_uav_vqa(root: str, out_jsonl: str, seed: int = SEED, storage: Stor
 
 
 # -- scoring -------------------------------------------------------------------------------
-def normalize(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", str(text or "").lower()))
-
-
 def parse_answer(question_type: str, prediction: str) -> str | None:
     """The official task-aware parse; None when nothing parses. Matching is on substrings of the
     normalized text, as the official scorer ("bright" contains "right", "cars" contains "car")."""
-    text = normalize(prediction)
+    text = normalized(prediction)  # [a-z0-9]+ tokens joined by single spaces
     if question_type == PRESENCE:
         return next((t for t in text.split() if t in ("yes", "no")), None)
     if question_type == COUNT:

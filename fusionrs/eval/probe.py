@@ -85,8 +85,8 @@ def zero_shot_presence(image_emb, text_emb, labels, classes: Sequence[str] = PRE
         raise ValueError(f"shapes disagree: images {np.shape(image_emb)}, texts {np.shape(text_emb)}, "
                          f"labels {labels.shape}, {len(classes)} classes")
     sims = l2norm(image_emb) @ l2norm(text_emb).T
-    per_class = [{"class_name": c, "ap": average_precision(sims[:, j], labels[:, j]), "positives": int(labels[:, j].sum())}
-                 for j, c in enumerate(classes)]
+    per_class = [{"class_name": c, "ap": average_precision(sims[:, j], labels[:, j]),
+                  "positives": int(labels[:, j].sum())} for j, c in enumerate(classes)]
     aps = [p["ap"] for p in per_class if p["ap"] is not None]
     top1 = sims.argmax(axis=1)
     return {"num_samples": len(labels), "classes": list(classes), "mAP": float(np.mean(aps)) if aps else 0.0,
@@ -170,11 +170,13 @@ def select_alpha(val_mean_recall: dict[float, float]) -> float:
     return best[1]
 
 
-def dual_modal_fusion(val: dict[str, np.ndarray], test: dict[str, np.ndarray], alphas: Sequence[float] = ALPHAS) -> dict:
+def dual_modal_fusion(val: dict[str, np.ndarray], test: dict[str, np.ndarray],
+                      alphas: Sequence[float] = ALPHAS) -> dict:
     """val/test: {"rgb", "ir", "text"} arrays aligned by row (one sample each)."""
     if any(not 0.0 <= a <= 1.0 for a in alphas) or not alphas:
         raise ValueError(f"fusion alphas must be within [0, 1], got {list(alphas)}")
-    scores = {a: mean_recall(image_text_recall(fuse(val["rgb"], val["ir"], a), val["text"])) for a in sorted(set(alphas))}
+    scores = {a: mean_recall(image_text_recall(fuse(val["rgb"], val["ir"], a), val["text"]))
+              for a in sorted(set(alphas))}
     alpha = select_alpha(scores)
     settings = {"RGB-only": image_text_recall(test["rgb"], test["text"]),
                 "IR-only": image_text_recall(test["ir"], test["text"]),
@@ -183,4 +185,5 @@ def dual_modal_fusion(val: dict[str, np.ndarray], test: dict[str, np.ndarray], a
     return {"selected_rgb_weight": alpha,
             "alpha_selection": [{"rgb_weight": a, "val_mean_recall": s} for a, s in scores.items()],
             "settings": {n: {"mean_recall": mean_recall(m), "metrics": m} for n, m in settings.items()},
-            "cross_modal": {"RGB->IR": pair_recall(test["rgb"], test["ir"]), "IR->RGB": pair_recall(test["ir"], test["rgb"])}}
+            "cross_modal": {"RGB->IR": pair_recall(test["rgb"], test["ir"]),
+                            "IR->RGB": pair_recall(test["ir"], test["rgb"])}}

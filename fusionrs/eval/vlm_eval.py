@@ -24,7 +24,7 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from fusionrs.core.storage import Storage, join
-from fusionrs.eval.vlm_metrics import aggregate, score_row, table5
+from fusionrs.eval.vlm_metrics import GENERATION_OK, aggregate, score_row, table5
 from fusionrs.train.vlm.chat import decode_image, generation_inputs
 from fusionrs.train.vlm.data import ir_aware_rows
 from fusionrs.train.vlm.instructions import INSTRUCTIONS, MAX_NEW_TOKENS, TASKS, objects_in, scene_label
@@ -80,7 +80,7 @@ class Generator:
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["sample_id"])
-        preds, status = [""] * n, ["ok"] * n
+        preds, status = [""] * n, [GENERATION_OK] * n
         images: list = [None] * n
         for i, jpeg in enumerate(batch["ir_jpeg"]):
             try:
@@ -104,7 +104,7 @@ class Generator:
                         status[i] = f"generation_error: {type(e).__name__}: {str(e)[:200]}"
             for i, t in zip(idx, texts):
                 preds[i] = t
-                if not t and status[i] == "ok":
+                if not t and status[i] == GENERATION_OK:
                     status[i] = "empty"
         return {"sample_id": batch["sample_id"], "source": batch["source"], "task": batch["task"],
                 "references": batch["references"], "prediction": preds, "status": status}
@@ -128,10 +128,10 @@ def evaluate_vlm(data: str, split: str, model: str, adapter: str = "", tasks=TAS
     for p in predictions:
         refs = json.loads(p["references"])
         scored.append({"sample_id": p["sample_id"], "task": p["task"],
-                       "scores": score_row(p["task"], p["prediction"] if p["status"] == "ok" else "", refs)})
+                       "scores": score_row(p["task"], p["prediction"] if p["status"] == GENERATION_OK else "", refs)})
     return {"split": split, "model": model, "adapter": adapter, "items": len(predictions),
             "images": len({p["sample_id"] for p in predictions}),
-            "failed": sum(p["status"] != "ok" for p in predictions),
+            "failed": sum(p["status"] != GENERATION_OK for p in predictions),
             "metrics": aggregate(scored, n_boot), "predictions": predictions}
 
 

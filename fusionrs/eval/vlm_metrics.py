@@ -27,6 +27,7 @@ from collections import Counter
 from fusionrs.core.lexicon import OFFICIAL_IR_CUE_WORDS, RGB_COLOR_WORDS
 from fusionrs.train.vlm.instructions import CUE_FAMILIES, canonical_scene, cue_families, objects_in
 
+GENERATION_OK = "ok"  # the status of a prediction that was generated (eval/vlm_eval.py)
 STOPWORDS = frozenset("a an the and are as at be by for from in is it of on or that this to with".split())
 PHYSICAL_WORDS = frozenset("""reflectivity reflective emissivity emissive material materials metallic conductivity
 conductive absorptivity radiance radiant heat heated hot cold temperature temperatures""".split())
@@ -66,7 +67,7 @@ def rouge_l(pred: str, refs: list[str]) -> float:
     return best
 
 
-def _bag_f1(p: list[str], r: list[str]) -> float:
+def bag_f1(p: list[str], r: list[str]) -> float:
     common = sum((Counter(p) & Counter(r)).values())
     if not p or not r or not common:
         return 0.0
@@ -76,7 +77,7 @@ def _bag_f1(p: list[str], r: list[str]) -> float:
 
 def lexical_f1(pred: str, refs: list[str]) -> float:
     p = [t for t in tokens(pred) if t not in STOPWORDS]
-    return max((_bag_f1(p, [t for t in tokens(r) if t not in STOPWORDS]) for r in refs), default=0.0)
+    return max((bag_f1(p, [t for t in tokens(r) if t not in STOPWORDS]) for r in refs), default=0.0)
 
 
 def normalize_answer(text: str) -> str:

@@ -26,7 +26,7 @@ from fusionrs.train.vlm.chat import PLAIN_CHAT_TEMPLATE
 # LLaVA (transformers ≥ 5) name it `model.language_model.layers.N`; InstructBLIP `language_model.model.layers.N`;
 # BLIP-2's OPT `language_model.model.decoder.layers.N`, with `self_attn.out_proj` and the MLP as `fc1`/`fc2`.
 LORA_TARGETS = (r".*language_model\..*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj|out_proj)"
-                r"|mlp\.(gate_proj|up_proj|down_proj)|fc1|fc2)")
+                r"|mlp\.(gate_proj|up_proj|down_proj))")
 
 
 def local_model_dir(uri: str) -> str:
@@ -49,7 +49,7 @@ def refuse_encoder_decoder(config) -> None:
     """BLIP-2 / InstructBLIP with Flan-T5 put the prompt in an encoder and the answer in a
     decoder; chat.encode_example builds one decoder sequence with assistant-only labels, and
     generation continues that sequence. Refused before any weight is read."""
-    if getattr(config, "use_decoder_only_language_model", True) is False or getattr(config, "is_encoder_decoder", False):
+    if not getattr(config, "use_decoder_only_language_model", True) or getattr(config, "is_encoder_decoder", False):
         raise ValueError(f"{type(config).__name__} has an encoder-decoder language model "
                          f"({config.text_config.model_type if hasattr(config, 'text_config') else config.model_type}); "
                          "only decoder-only language models are supported (BLIP-2: use an OPT variant; "

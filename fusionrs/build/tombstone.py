@@ -1,6 +1,6 @@
 """Takedowns: remove rows from a built (and usually released) dataset and leave a tombstone.
 
-    from fusionrs.dataset.tombstone import tombstone, tombstoned_ids
+    from fusionrs.build.tombstone import tombstone, tombstoned_ids
     tombstone("out/demo/build", ["RSICD-52cd5410d3301c4c"], "rights holder request")
     tombstone("out/demo/build", ["NWPU-710625351e2067e0"], "privacy", whole_groups=True)
 
