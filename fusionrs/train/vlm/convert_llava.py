@@ -30,6 +30,8 @@ transformers' own convert_llava_weights_to_hf.py where that script decides:
   ASSISTANT: {a}</s>`) that reproduces the original token ids; docs/vlm-conversion.md says
   where and why it differs from the original strings.
 Writes `fusionrs_convert.json` (SHA-256 of every input and output file, what was done) in OUT.
+Needs transformers ≥ 5 (LlamaTokenizer built from vocab + merges, the PIL image-processor backend).
+A 7B fp16 checkpoint needs about twice its size in RAM (the shards, then the written copy).
 """
 
 from __future__ import annotations
@@ -52,17 +54,13 @@ from transformers import (
     LlamaTokenizer,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaImageProcessorPil,
     LlavaProcessor,
 )
 from transformers.convert_slow_tokenizer import import_protobuf
 from transformers.tokenization_utils_base import generate_merges
 
 from fusionrs.core.models import ensure_local
-
-try:  # transformers ≥ 5 names the PIL backend apart; the PIL resize is the one LLaVA trained with
-    from transformers import LlavaImageProcessorPil as LlavaImageProcessor
-except ImportError:  # transformers 4.x: the slow processor is the PIL one
-    from transformers import LlavaImageProcessor
 
 FORMAT = "fusionrs-convert-llava-1"
 SUMMARY = "fusionrs_convert.json"
@@ -83,7 +81,8 @@ VICUNA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligenc
 # starts with "▁": the space after <image> reproduces that token (docs/vlm-conversion.md).
 VICUNA_V1_CHAT_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}"
-    "{% set system = messages[0]['content'] if messages[0]['content'] is string else messages[0]['content'][0]['text'] %}"
+    "{% set system = messages[0]['content'] if messages[0]['content'] is string "
+    "else messages[0]['content'][0]['text'] %}"
     "{% set turns = messages[1:] %}"
     "{% else %}{% set system = \"" + VICUNA_V1_SYSTEM + "\" %}{% set turns = messages %}{% endif %}"
     "{{ system }} "
@@ -120,7 +119,8 @@ def read_original_config(src: Path) -> dict:
         raise ConvertError(f"{src} has no config.json")
     cfg = json.loads(path.read_text())
     if (src / "adapter_config.json").exists():
-        raise ConvertError(f"{src} is an unmerged LoRA adapter; merge it into its base first (LLaVA's merge_lora_weights.py)")
+        raise ConvertError(f"{src} is an unmerged LoRA adapter; merge it into its base first "
+                           "(LLaVA's merge_lora_weights.py)")
     arch = (cfg.get("architectures") or ["?"])[0]
     if arch not in ARCHITECTURES or "mm_vision_tower" not in cfg:
         raise ConvertError(f"{src}: architecture {arch} is not an original LLaVA-Llama checkpoint "
@@ -189,7 +189,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
         raise ConvertError(f"refusing to load {path.name}: it holds objects that need arbitrary unpickling "
-                           f"({type(e).__name__}). Re-save it as tensors only with a trusted tool, then convert.") from None
+                           f"({type(e).__name__}). Re-save it as tensors only with a trusted tool, then convert."
+                           ) from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ConvertError(f"{path.name} is not a state dict of tensors")
     return sd
@@ -219,6 +220,9 @@ def load_original_tokenizer(src: Path):
     proto.ParseFromString((src / "tokenizer.model").read_bytes())
     if proto.trainer_spec.model_type != 2:  # 2: BPE
         raise ConvertError("tokenizer.model is not a BPE SentencePiece model (Llama's is)")
+    if proto.normalizer_spec.precompiled_charsmap or proto.normalizer_spec.name not in ("", "identity"):
+        raise ConvertError(f"tokenizer.model normalises text ({proto.normalizer_spec.name}); Llama's does not, "
+                           "and LlamaTokenizer would not reproduce it")
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
 
     def token(key: str, default: str):
@@ -227,13 +231,14 @@ def load_original_tokenizer(src: Path):
 
     return LlamaTokenizer(
         vocab=vocab, merges=generate_merges(vocab),
-        bos_token=token("bos_token", "<s>"), eos_token=token("eos_token", "</s>"), unk_token=token("unk_token", "<unk>"),
+        bos_token=token("bos_token", "<s>"), eos_token=token("eos_token", "</s>"),
+        unk_token=token("unk_token", "<unk>"),
         legacy=cfg.get("legacy", True), add_bos_token=cfg.get("add_bos_token", True),
         add_eos_token=cfg.get("add_eos_token", False),
         add_prefix_space=cfg.get("add_prefix_space", proto.normalizer_spec.add_dummy_prefix),
         additional_special_tokens=[AddedToken(p.piece, normalized=False, special=p.type == 3)
                                    for p in proto.pieces if p.type in (3, 4)],
-        model_max_length=cfg.get("model_max_length", 4096))
+        model_max_length=cfg.get("model_max_length", 4096), padding_side=cfg.get("padding_side", "right"))
 
 
 def interpolate_position_embeddings(pos: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
@@ -315,9 +320,9 @@ def image_processor(tower: Path, image_size: int, pad: bool):
     LLaVA's expand2square (pad with the mean colour) when the config says pad."""
     pre = json.loads((tower / "preprocessor_config.json").read_text())
     keep = ("resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std", "do_convert_rgb")
-    return LlavaImageProcessor(**{k: pre[k] for k in keep if k in pre}, do_resize=True, do_center_crop=True,
-                               size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                               do_pad=pad)
+    return LlavaImageProcessorPil(**{k: pre[k] for k in keep if k in pre}, do_resize=True, do_center_crop=True,
+                                  size={"shortest_edge": image_size},
+                                  crop_size={"height": image_size, "width": image_size}, do_pad=pad)
 
 
 def convert_llava(src: str, out: str, vision_tower: str | None = None, image_size: int | None = None) -> dict:
@@ -393,7 +398,8 @@ def convert_llava(src: str, out: str, vision_tower: str | None = None, image_siz
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
 
-    grid = f"{native // vcfg.patch_size}x{native // vcfg.patch_size} -> {target // vcfg.patch_size}x{target // vcfg.patch_size}"
+    n_native, n_target = native // vcfg.patch_size, target // vcfg.patch_size
+    grid = f"{n_native}x{n_native} -> {n_target}x{n_target}"
     summary = {
         "format": FORMAT, "family": "geochat" if geochat else "llava", "source": src, "vision_tower": str(tower_dir),
         "inputs": folder_hashes(src_dir) | folder_hashes(tower_dir, "vision_tower/"),
@@ -417,8 +423,9 @@ def convert_llava(src: str, out: str, vision_tower: str | None = None, image_siz
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fusionrs convert-llava",
-                                description="original LLaVA / GeoChat / H2RSVLM checkpoint → Hugging Face LLaVA folder")
+    p = argparse.ArgumentParser(
+        prog="fusionrs convert-llava",
+        description="original LLaVA / GeoChat / H2RSVLM checkpoint → Hugging Face LLaVA folder")
     p.add_argument("src", help="the original checkpoint folder (config.json with mm_vision_tower), local or s3://")
     p.add_argument("out", help="the Hugging Face folder to write")
     p.add_argument("--vision-tower", default=None, help="the CLIP folder; default: mm_vision_tower when it is local")

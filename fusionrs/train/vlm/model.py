@@ -26,7 +26,7 @@ from fusionrs.train.vlm.chat import PLAIN_CHAT_TEMPLATE
 # LLaVA (transformers ≥ 5) name it `model.language_model.layers.N`; InstructBLIP `language_model.model.layers.N`;
 # BLIP-2's OPT `language_model.model.decoder.layers.N`, with `self_attn.out_proj` and the MLP as `fc1`/`fc2`.
 LORA_TARGETS = (r".*language_model\..*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj|out_proj)"
-                r"|mlp\.(gate_proj|up_proj|down_proj))")
+                r"|mlp\.(gate_proj|up_proj|down_proj)|fc1|fc2)")
 
 
 def local_model_dir(uri: str) -> str:
