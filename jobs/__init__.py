@@ -1,1 +1,1 @@
-"""Thin entry points, one per Ray job (python -m jobs.NAME --config ...)."""
+r"""Thin entry points, one per Ray job (python -m jobs.NAME --config ...)."""

@@ -1,4 +1,4 @@
-"""Build a FusionRS-style RGB–IR–text dataset (the Ray Data pipeline of docs/pipeline.md).
+r"""Build a FusionRS-style RGB–IR–text dataset (the Ray Data pipeline of docs/pipeline.md).
 
 CPU, local Ray (after `fusionrs demo`, which writes the sample sources to out/demo/sample):
     python -m jobs.build_dataset --config configs/demo.yaml output=out/demo-2 split.seed=3

@@ -1,4 +1,4 @@
-"""Evaluate CLIP checkpoints and VLM adapters on a build's val or test split.
+r"""Evaluate CLIP checkpoints and VLM adapters on a build's val or test split.
 
 Retrieval (CLIP): six directions, Mean R, per source, zero-shot IR scene classification →
 retrieval.json, retrieval.md (paper Table 4 layout). Generative (VLM): greedy generation for IR

@@ -1,4 +1,4 @@
-"""Train a tri-modal CLIP (RGB, IR, text) on a build's triplets with Ray Train + DeepSpeed or DDP.
+r"""Train a tri-modal CLIP (RGB, IR, text) on a build's triplets with Ray Train + DeepSpeed or DDP.
 
 CPU, local Ray (after `fusionrs demo`; the tiny model from `fusionrs tiny-model clip out/tiny-clip`):
     python -m jobs.train_clip --config configs/clip-demo.yaml

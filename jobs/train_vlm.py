@@ -1,4 +1,4 @@
-"""LoRA instruction tuning of a VLM (Qwen2.5-VL first) on a build's IR-aware rows, on Ray Train
+r"""LoRA instruction tuning of a VLM (Qwen2.5-VL first) on a build's IR-aware rows, on Ray Train
 with DeepSpeed ZeRO-2/3.
 
 CPU, local Ray (after `fusionrs demo`; the tiny model from `fusionrs tiny-model qwen2_5_vl out/tiny-qwen2_5_vl`):

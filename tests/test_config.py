@@ -110,3 +110,12 @@ def test_job_arguments_config_anywhere_help_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         parse_job_args(["--config", str(p), "run.nme=x"], ClipTrainConfig, "doc", "job")
     assert e.value.code == 2 and "run.nme" in capsys.readouterr().err
+
+
+def test_schema_doc_is_generated_from_the_dataset_module():
+    from pathlib import Path
+
+    from fusionrs.dataset.schema import markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
+    assert doc.read_text() == markdown(), "docs/schema.md is stale: python -m fusionrs.dataset.schema > docs/schema.md"

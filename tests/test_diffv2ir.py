@@ -276,3 +276,21 @@ def test_sam_seg_map_and_blip_prompt_with_tiny_models(tiny, tmp_path):
     assert a["ir_status"] == b["ir_status"] == ["ok", "ok"]
     assert a["ir_jpeg"] != b["ir_jpeg"]
     assert "blip_model" in with_blip.identity() and "blip_model" not in with_caption.identity()
+
+
+def test_stage_fingerprints_do_not_depend_on_the_drivers_hardware(tiny, tmp_path, monkeypatch):
+    """dtype=auto is recorded as the rule: a CPU head and a GPU head compute the same translate
+    and caption fingerprints (a GPU driver used to record bf16 and re-translate everything)."""
+    from fusionrs.build.fingerprints import stage_fingerprints
+    from fusionrs.config import load_config
+    from fusionrs.core.storage import Storage
+
+    cfg = load_config(None, [f"output={tmp_path / 'out'}", f"sources=[{{name: A, format: rs5m_wds, root: {tmp_path}/src}}]",
+                             "translate.backend=diffv2ir", f"translate.model={tiny[1]}", "caption.backend=openai"])
+    prints = {}
+    for cuda in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        prints[cuda] = stage_fingerprints(cfg, Storage())
+    assert prints[False] == prints[True]
+    cfg.translate.dtype = "bfloat16"  # an explicit dtype is part of the identity
+    assert stage_fingerprints(cfg, Storage())["translate"] != prints[False]["translate"]

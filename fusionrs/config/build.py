@@ -40,17 +40,19 @@ class SourceConfig:
 
 @dataclass(kw_only=True)
 class StorageConfig:
+    """Where S3 is (credentials come from the standard AWS chain, never from here)."""
+
     s3_endpoint: str = ""  # empty: AWS_ENDPOINT_URL from the environment, else AWS itself
-    s3_region: str = "us-east-1"
-
-
+    s3_region: str = "us-east-1"  # region of the S3 endpoint
 @dataclass(kw_only=True)
 class IngestConfig:
+    """Reading and validating source records (docs/security.md)."""
+
     records_per_unit: int = 256  # the shard: unit of work, of retry and of output files
     max_pixels: int = 40_000_000  # larger images are rejected before decoding (bombs)
-    min_side: int = 32
+    min_side: int = 32  # images with a shorter side than this are rejects (too_small)
     max_side: int = 1024  # stored RGB is downscaled to this longest side
-    jpeg_quality: int = 95
+    jpeg_quality: int = 95  # quality of re-encoded RGB JPEGs (source JPEGs that need no change are kept byte for byte)
     grayscale: str = "reject"  # reject | convert: a grayscale source is not an RGB image
     max_transparent_fraction: float = 0.01  # PNG alpha: more transparency than this is a reject
     max_file_bytes: int = 64 << 20  # a source file (or tar member) larger than this is a reject, never read
@@ -67,8 +69,10 @@ class IngestConfig:
 
 @dataclass(kw_only=True)
 class CleanConfig:
-    min_words: int = 4
-    max_words: int = 60
+    """Original-caption cleaning (docs/cleaning.md)."""
+
+    min_words: int = 4  # a caption sentence needs at least this many words
+    max_words: int = 60  # a caption sentence may have at most this many words
     min_content_words: int = 1  # nouns from the scene/object lexicon
     rs5m_min_words: int = 6  # RS5M captions are web alt-text: demand more
     language_min_prob: float = 0.9  # langid confidence needed to call a caption non-English
@@ -84,6 +88,8 @@ class CleanConfig:
 
 @dataclass(kw_only=True)
 class DedupConfig:
+    """Joint groups: which duplicates are one group."""
+
     near_radius: int = 4  # pHash64 Hamming distance, inclusive
     caption_groups: bool = True  # union samples whose normalized captions are equal
 
@@ -95,11 +101,11 @@ class DedupConfig:
 class SplitConfig:
     """Per-source targets as counts (`counts: {RS5M: {train: .., val: .., test: ..}}`) or fractions."""
 
-    seed: int = 0
+    seed: int = 0  # orders candidate groups: a different seed, a different (equally valid) split
     fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "val": 0.05, "test": 0.05})
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per-source targets {SOURCE: {train, val, test}} (paper Table 2); empty: fractions
     scale_counts: bool = True  # counts that differ from a source's usable (translated) rows are scaled pro rata
-    min_heldout_per_source: int = 1
+    min_heldout_per_source: int = 1  # val and test rows each source must get (where it has 3× as many rows)
     allow_short: bool = False  # with counts: a held-out split that misses its exact target is a warning, not an error
 
     def validate(self, where: str) -> None:
@@ -117,10 +123,9 @@ class SplitConfig:
 class SubsetConfig:
     """Which samples get IR-aware captions: per-source counts (paper Table 3) or per-split fractions."""
 
-    seed: int = 0
+    seed: int = 0  # orders the rows the subset is drawn from
     fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.1, "val": 0.1, "test": 1.0})
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per-source IR-aware caption counts {SOURCE: {train, val, test}} (paper Table 3); empty: fractions
     def validate(self, where: str) -> None:
         if set(self.fractions) != set(SPLITS) or any(not 0 <= v <= 1 for v in self.fractions.values()):
             raise ConfigError(f"{where}.fractions must map {SPLITS} to values in [0, 1], got {self.fractions}")
@@ -131,22 +136,24 @@ class SubsetConfig:
 
 @dataclass(kw_only=True)
 class TranslateConfig:
+    """RGB → infrared-style translation (docs/translate.md)."""
+
     backend: str = "pseudo_ir"  # pseudo_ir (CPU, deterministic) | diffv2ir (GPU; the paper's translator)
-    resolution: int = 512
-    jpeg_quality: int = 95
+    resolution: int = 512  # IR images are this many pixels square (DiffV2IR: the longest side)
+    jpeg_quality: int = 95  # quality of the stored IR JPEGs
     batch_size: int = 16  # images per UNet call (4x rows per step)
     seed: int = 1234  # with the sample_id, seeds each sample's noise
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    min_actors: int = 1
-    max_actors: int = 1
+    num_cpus: float = 1.0  # CPUs per translate actor
+    num_gpus: float = 0.0  # GPUs per translate actor (0: CPU)
+    min_actors: int = 1  # the translate actor pool's smallest size
+    max_actors: int = 1  # the translate actor pool's largest size (autoscaling adds GPU nodes up to it)
     # --- diffv2ir ----------------------------------------------------------------------------
     model: str = ""  # converted folder (fusionrs convert-diffv2ir), local or s3://; copied once per node
     model_sha256: str = ""  # if set, must equal the source checkpoint's SHA-256 recorded by the converter
-    steps: int = 20
-    cfg_text: float = 7.5
-    cfg_image: float = 1.5
-    cfg_seg: float = 1.5
+    steps: int = 20  # sampler steps (Euler ancestral)
+    cfg_text: float = 7.5  # guidance scale of the text branch
+    cfg_image: float = 1.5  # guidance scale of the image branch
+    cfg_seg: float = 1.5  # guidance scale of the segmentation branch
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     seg: str = "white"  # white | precomputed | sam  (docs/translate.md says why white is the default)
     seg_path: str = ""  # precomputed: URI template with {source} {sample_id} {source_record_id} {stem}
@@ -154,11 +161,10 @@ class TranslateConfig:
     prompt: str = "turn the visible image of {caption} into infrared"
     prompt_caption: str = "caption"  # caption (the cleaned original) | blip (BLIP captions the RGB image, as upstream)
     blip_model: str = ""  # blip: a transformers BLIP captioning folder, local or s3://
-    blip_max_new_tokens: int = 30
+    blip_max_new_tokens: int = 30  # length cap of BLIP prompt captions
     branch_chunks: int = 1  # >1 splits the 4 guidance branches over several UNet calls (less memory)
     compile: bool = False  # torch.compile the UNet (GPU; pays off on long runs)
-    channels_last: bool = False
-
+    channels_last: bool = False  # UNet in channels-last memory format (GPU)
     def validate(self, where: str) -> None:
         choice(f"{where}.backend", self.backend, ("pseudo_ir", "diffv2ir"))
         in_range(f"{where}.resolution", self.resolution, 32, 4096)
@@ -212,28 +218,30 @@ Output JSON schema:
 
 @dataclass(kw_only=True)
 class CaptionConfig:
+    """IR-aware captions (docs/captioning.md)."""
+
     backend: str = "cues"  # cues (offline, measured IR cues) | openai (OpenAI-compatible API)
     num_cpus: float = 0.25  # captioners are light or I/O-bound
-    min_actors: int = 1
-    max_actors: int = 1
+    min_actors: int = 1  # the caption actor pool's smallest size
+    max_actors: int = 1  # the caption actor pool's largest size
     parts_per_call: int = 8  # parts captioned together by one actor call: more requests in flight
     # --- openai backend (OpenRouter, vLLM, any OpenAI-compatible server) -----------------
-    base_url: str = "https://openrouter.ai/api/v1"
-    model: str = "qwen/qwen2.5-vl-72b-instruct"
+    base_url: str = "https://openrouter.ai/api/v1"  # the OpenAI-compatible endpoint (OpenRouter, vLLM, ...)
+    model: str = "qwen/qwen2.5-vl-72b-instruct"  # the model route sent with every request
     api_key_env: str = "OPENROUTER_API_KEY"  # the key itself is read from the environment only
-    temperature: float = 0.2
-    max_tokens: int = 180
+    temperature: float = 0.2  # sampling temperature (the official run: 0.2)
+    max_tokens: int = 180  # answer length cap (the official run: 180)
     prompt: str = FUSIONRS_PROMPT  # {original_caption} is replaced verbatim (the braces are JSON)
     include_rgb: bool = False  # the paper sends RGB too; the official code sends only IR
-    image_max_side: int = 512
+    image_max_side: int = 512  # IR images are sent downscaled to this longest side
     concurrency: int = 32  # requests in flight per actor
     requests_per_minute: float = 600.0  # global, shared by all actors; 0 = unlimited
     tokens_per_minute: float = 0.0  # global; 0 = unlimited
-    max_retries: int = 6
-    timeout_s: float = 60.0
+    max_retries: int = 6  # retries of one request (429, 408, 5xx, timeouts, connection errors)
+    timeout_s: float = 60.0  # per request
     budget_usd: float = 0.0  # 0 = no cap; else no new request once spent
     price_in_per_mtok: float = 0.0  # used when the API does not report usage.cost
-    price_out_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0  # USD per million completion tokens, when the API reports no cost
     regenerate: int = 1  # re-requests of a caption the filter rejects
     cache: str = ""  # response cache URI; "" = OUTPUT/_cache/captions (share it across outputs to save more)
 
@@ -255,8 +263,10 @@ class CaptionConfig:
 
 @dataclass(kw_only=True)
 class IRFilterConfig:
-    min_words: int = 8
-    max_words: int = 80
+    """The IR-aware caption filter (strict-v3 categories and the rules beside them)."""
+
+    min_words: int = 8  # IR-aware captions shorter than this are filtered (too_short)
+    max_words: int = 80  # IR-aware captions longer than this are filtered (too_long)
     min_cue_terms: int = 2  # distinct IR-cue lexicon terms needed
     max_overlap_without_cues: float = 0.8  # token Jaccard with the original caption
 
@@ -282,16 +292,18 @@ class CostConfig:
 
 @dataclass(kw_only=True)
 class RayConfig:
+    """How the build runs on Ray."""
+
     address: str = ""  # empty: RAY_ADDRESS from the environment, else a local instance
     num_cpus: int = 0  # local instance only; 0 = all cores
-    ingest_num_cpus: float = 1.0
+    ingest_num_cpus: float = 1.0  # CPUs per ingest task
     write_num_cpus: float = 0.25  # the writer joins small tables; don't let it starve behind actor pools
 
 
 @dataclass(kw_only=True)
 class BuildConfig:
-    output: str
-    sources: list[SourceConfig]
+    output: str  # where the build writes: a local path or s3://bucket/prefix (never inside a source root)
+    sources: list[SourceConfig]  # the input collections: [{name, format, root, annotations, ...}] (SourceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)

@@ -41,7 +41,7 @@ class VlmEvalConfig:
     adapters: dict[str, str] = field(default_factory=dict)  # name → LoRA adapter folder; "" = the base model alone
     tasks: list[str] = field(default_factory=lambda: list(VLM_TASKS))
     max_pixels: int = 0  # the processor's image budget (0: its own)
-    min_pixels: int = 0
+    min_pixels: int = 0  # the processor's smallest image budget (0: its own)
     bootstrap: int = 1000  # resamples for the 95% CIs
 
     def validate(self, where: str) -> None:

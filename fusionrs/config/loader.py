@@ -202,28 +202,36 @@ def to_yaml(cfg: Any) -> str:
 # Describing a config: every key, its default and the comment beside it in the source.
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, str]]:
     """(dotted key, default, one-line description) for every key of `cls`, sections expanded.
-    Descriptions are the `# comments` beside the fields in the source: one place to read them."""
+    Descriptions are the `# comments` beside the fields in the source: one place to read them.
+    A section's defaults are those its parent gives it (e.g. the VLM's optimizer defaults)."""
     comments = _field_comments(cls)
     hints = typing.get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows.append((key, "(section)", comments.get(f.name, "") or (inspect.getdoc(tp) or "").split("\n")[0]))
-            rows += describe(tp, key + ".")
-            continue
-        if f.default is not dataclasses.MISSING:
+        if defaults is not None and hasattr(defaults, f.name):
+            default = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
-            default = "(required)"
-        shown = json.dumps(default) if not isinstance(default, str) or default != "(required)" else default
-        if isinstance(default, str) and "\n" in default:
+            default = dataclasses.MISSING
+        if dataclasses.is_dataclass(tp):
+            doc = comments.get(f.name, "") or (inspect.getdoc(tp) or "").split("\n")[0]
+            doc = "" if doc.startswith(tp.__name__ + "(") else doc  # a dataclass without a docstring
+            rows.append((key, "(section)", doc))
+            rows += describe(tp, key + ".", None if default is dataclasses.MISSING else default)
+            continue
+        if default is dataclasses.MISSING:
+            shown = "(required)"
+        elif isinstance(default, str) and "\n" in default:
             shown = f"<{len(default)} characters of text>"
+        else:
+            shown = json.dumps(default)
         rows.append((key, shown, comments.get(f.name, "")))
     return rows
 

@@ -24,8 +24,8 @@ class RunConfig:
     name: str = "run"  # Ray Train run name: the same name + storage_path resumes the run
     storage_path: str = "out/train"  # local path or s3://bucket/prefix (shared storage on a cluster)
     num_workers: int = 2  # training processes (one per GPU)
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    use_gpu: bool = False  # one GPU per worker
+    cpus_per_worker: float = 1.0  # CPUs per training worker
     max_failures: int = 1  # worker failures survived by restarting from the last checkpoint
     checkpoint_every: int = 500  # optimizer steps between checkpoints (one is also written every epoch)
     num_to_keep: int = 0  # checkpoints kept (the most recent); 0 = all. Exports of the best epoch are kept apart
@@ -56,11 +56,11 @@ class LoaderConfig:
 class OptimConfig:
     """AdamW, linear warmup then cosine decay to zero (the official CLIP schedule)."""
 
-    lr: float = 1e-4
+    lr: float = 1e-4  # peak learning rate
     weight_decay: float = 0.0  # not applied to biases, norms and scalars
     warmup_steps: int = 0  # optimizer steps; with warmup_ratio > 0, the ratio of all steps wins
-    warmup_ratio: float = 0.0
-    epochs: int = 1
+    warmup_ratio: float = 0.0  # warmup as a share of all optimizer steps (0: use warmup_steps)
+    epochs: int = 1  # passes over the training rows
     grad_accum: int = 1  # micro-batches per optimizer step
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping (the official CLIP code does not clip)
 
@@ -103,7 +103,7 @@ class VlmModelConfig:
     # flash_attention_2 (needs the flash-attn package, GPU): Qwen2.5-VL's vision tower then runs its
     # windowed attention as one variable-length call per layer; sdpa issues one call per window.
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more compute
     max_pixels: int = 401_408  # Qwen image budget (512·28·28), as the official run
     min_pixels: int = 0  # 0: the processor's own
 
@@ -116,8 +116,8 @@ class LoraConfig:
     """LoRA on the language model's attention and MLP projections (train/vlm/model.py)."""
 
     r: int = 32  # paper: r=32, α=64; the official adapters: r=16, α=32 (recipe vlm-official-r16)
-    alpha: int = 64
-    dropout: float = 0.05
+    alpha: int = 64  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.05  # dropout on the LoRA input
     targets: str = ""  # module-name regex; "" = the language model's q/k/v/o and gate/up/down projections
 
     def validate(self, where: str) -> None:
@@ -161,7 +161,7 @@ class ClipTrainConfig(TrainConfig):
     setting: str = "580k-only"  # 580k-only | A-original | B-iraware | C-mixed
     rgb_ir_weight: float = 1.0  # w in (L_rt + L_it + w·L_ri)/(2+w)
     batch_size: int = 128  # per worker; negatives are global (all workers' batches)
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # rows per embedding call in validation
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6, weight_decay=0.1, warmup_steps=500, epochs=3))
 
     def validate(self) -> None:

@@ -22,9 +22,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fusionrs.dataset.schema import FILE_TOO_LARGE, NOT_A_REGULAR_FILE, OUTSIDE_ROOT, READ_TIMEOUT
 
 CHUNK = 1 << 20
+
+# Why a bounded read refuses a file (reject reasons of the build: dataset/schema.py lists them).
+NOT_A_REGULAR_FILE = "not_a_regular_file"  # a FIFO, a device, a folder where a file should be
+FILE_TOO_LARGE = "file_too_large"
+READ_TIMEOUT = "read_timeout"
+OUTSIDE_ROOT = "outside_root"  # a symlink that leads out of the source root
 
 
 class ReadRefused(Exception):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from fusionrs.core.storage import FILE_TOO_LARGE, NOT_A_REGULAR_FILE, OUTSIDE_ROOT, READ_TIMEOUT
+
 SPLITS = ("train", "val", "test")
 HELDOUT = ("val", "test")
 
@@ -39,11 +41,9 @@ STAGE_TRANSLATE = "translate"
 # Reject reasons of reading a source record (build/readers, core/storage).
 MISSING_FILE = "missing_file"
 READ_ERROR = "read_error"  # an I/O error the storage reported (the detail says which kind)
-NOT_A_REGULAR_FILE = "not_a_regular_file"  # a FIFO, a device, a folder where an image should be
-FILE_TOO_LARGE = "file_too_large"  # over ingest.max_file_bytes: not read
-READ_TIMEOUT = "read_timeout"  # over ingest.read_timeout_s
+# NOT_A_REGULAR_FILE, FILE_TOO_LARGE (over ingest.max_file_bytes), READ_TIMEOUT (over
+# ingest.read_timeout_s), OUTSIDE_ROOT: core/storage.py's bounded read refuses with these.
 UNSAFE_LOCATOR = "unsafe_locator"  # absolute, `..`, a URI scheme, NUL or control characters
-OUTSIDE_ROOT = "outside_root"  # a symlink that leads out of the source root
 BAD_RECORD = "bad_record"  # an annotation entry without a filename, of the wrong type, or with undecodable text
 DUPLICATE_RECORD = "duplicate_record_id"  # the same record listed twice in a source
 DUPLICATE_SAMPLE = "duplicate_sample_id"
@@ -90,10 +90,10 @@ TRIPLET_COLUMNS = [
 ]
 
 REJECT_COLUMNS = [
-    Column("sample_id", pa.string(), "as in triplets (for a record without a usable id: the source and the record's position)"),
+    Column("sample_id", pa.string(), "as in triplets; an annotation entry refused before reading is `#entry-<position>` in `source_record_id`"),
     Column("source", pa.string(), "as in triplets"),
     Column("source_record_id", pa.string(), "as in triplets"),
-    Column("source_locator", pa.string(), "as in triplets; for a hostile locator, its printable form"),
+    Column("source_locator", pa.string(), "as in triplets; empty for an entry whose locator was refused (`detail` shows it, escaped)"),
     Column("stage", pa.string(), f"`{STAGE_INGEST}` or `{STAGE_TRANSLATE}`"),
     Column("reason", pa.string(), "a reason code (below)"),
     Column("detail", pa.string(), "free text (e.g. image size, decoder message)"),
@@ -152,7 +152,8 @@ Reason codes:
 {reasons}
 
 `no_usable_caption` carries the first sentence's reason in `caption_status`
-(`no_usable_caption:<reason>`). Caption sentence reasons: `ok`, `ok_stripped_boilerplate`, `empty`,
+(`no_usable_caption:<reason>`). Caption sentence reasons: `ok`, `ok_stripped_boilerplate`, `ok_stripped_control` (control, zero-width
+or bidi characters removed), `empty`,
 `boilerplate_only`, `non_english`, `too_short`, `too_long`, `generic`, `no_content`, `weak_rs5m`.
 
 IR-aware caption filter codes (in `ir_caption_status` after `{IR_CAPTION_FILTERED}`): `thermal_signature`,

@@ -17,12 +17,17 @@ returns into one row the model reads as independent sequences:
 - image tensors are concatenated in order: Qwen flattens patches of all images into
   pixel_values [Σ patches, C·t·p·p] and reads each image's patch count from image_grid_thw.
 
-Attention never crosses examples. transformers (≥ 5) reads the 4-row position_ids as "packed":
-the text row's restarts split the row into sequences, and it builds a block-diagonal causal mask
-(sdpa, eager), a block mask (flex_attention) or varlen cu_seqlens (flash_attention_2/3) from
-them; the vision tower already attends within each image (cu_seqlens from image_grid_thw).
-`pack(..., explicit_mask=True)` adds the block-diagonal mask as a 4-D additive mask instead,
-for eager/sdpa under a transformers that did not detect packing (tests compare both).
+Attention never crosses examples. transformers (5.x) reads the 4-row position_ids as packed
+when no attention_mask and no KV cache are passed: the text row's restarts split the row into
+sequences, and it builds a block-diagonal causal mask (sdpa, eager: both checked by the tests on
+CPU) or, for flash_attention_2, cu_seqlens for its varlen kernel (transformers' packed path from
+position_ids; not checked here: it needs the GPU and flash-attn). The vision tower already
+attends within each image (cu_seqlens from image_grid_thw). Run a pack with `forward_packed`,
+which turns the cache off: Qwen2.5-VL's text config defaults to use_cache=True, and with a
+cache transformers ignores the restarts, so attention would silently cross examples.
+`pack(..., explicit_mask=True)` passes the block-diagonal mask as a 4-D additive mask instead
+(eager/sdpa only), should a transformers version stop detecting packing (tests compare both).
+(flex_attention: transformers 5.24 does not support it for Qwen2.5-VL.)
 
 Family-aware: only Qwen2.5-VL is supported (its 3-D rope is what needs care). LLaVA and
 InstructBLIP raise UnsupportedFamily; see docs/vlm-packing.md for what each would need.
@@ -42,8 +47,6 @@ from fusionrs.train.vlm.chat import IGNORE, decode_image, encode_example
 from fusionrs.train.vlm.model import load_processor
 
 SUPPORTED_FAMILIES = ("qwen2_5_vl",)
-# Tensors with one entry per token: concatenated along the row. Everything else an example
-# carries (pixel_values, image_grid_thw, ...) is per image and concatenated in order.
 DROPPED_KEYS = ("attention_mask",)  # padding-free: see the module docstring
 # What the model's get_rope_index reads besides input_ids, when the processor produced it.
 ROPE_INPUTS = ("mm_token_type_ids", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
