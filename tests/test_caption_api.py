@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fusionrs.build.caption.openai_api import OpenAICaptioner, parse_caption, parse_retry_after
 from fusionrs.config.build import CaptionConfig, IRFilterConfig
@@ -34,8 +36,8 @@ def server():
 
 
 def captioner(server, tmp_path, **kw) -> OpenAICaptioner:
-    kw = {"requests_per_minute": 0, "timeout_s": 5, "max_retries": 4, **kw}
-    cfg = CaptionConfig(backend="openai", base_url=server.base_url, model=MODEL, api_key_env=API_KEY_ENV, **kw)
+    kw = {"requests_per_minute": 0, "timeout_s": 5, "max_retries": 4, "model": MODEL, **kw}
+    cfg = CaptionConfig(backend="openai", base_url=server.base_url, api_key_env=API_KEY_ENV, **kw)
     return OpenAICaptioner(cfg, IRFilterConfig(), Storage(), str(tmp_path / "cache"))
 
 
@@ -169,3 +171,64 @@ def test_parsers():
     assert parse_retry_after({"retry-after-ms": "1500"}) == 1.5
     assert parse_retry_after({"retry-after": "9999"}) == 120.0
     assert parse_retry_after({}) is None
+
+
+def grey(level: int, size=(96, 96)) -> bytes:
+    return jpeg(Image.new("RGB", size, (level, level, level)), q=95)
+
+
+def test_cache_key_holds_the_image_the_prompt_and_the_model(tmp_path):
+    """Two rows with the same caption and different images are two paid requests with their own
+    answers; the same image and caption again is no request; a changed prompt or model is a new key."""
+    from fusionrs.dev.fake_openai import image_level
+
+    other = "qwen/other-model"
+    with FakeOpenAI(api_key=API_KEY, model=(MODEL, other)) as srv:
+        cap = captioner(srv, tmp_path)
+        same_caption = {"sample_id": ["a", "b"], "caption": [CAPTIONS[0]] * 2, "ir_jpeg": [grey(40), grey(200)]}
+        out = cap(same_caption)
+        assert len(srv.requests) == 2  # one paid request per image, not one per caption
+        levels = [image_level(Image.open(io.BytesIO(j))) for j in same_caption["ir_jpeg"]]
+        for text, level in zip(out["ir_aware_caption"], levels):
+            assert f"grey level of {level} percent" in text  # each row got the answer about its own image
+        again = captioner(srv, tmp_path)({**same_caption, "sample_id": ["c", "d"]})
+        assert len(srv.requests) == 2 and again["ir_aware_caption"] == out["ir_aware_caption"]  # cached
+        captioner(srv, tmp_path, prompt=CaptionConfig().prompt.replace("one concise", "one short"))(same_caption)
+        assert len(srv.requests) == 4  # a changed prompt is a new key
+        captioner(srv, tmp_path, model=other)(same_caption)
+        assert len(srv.requests) == 6  # a changed model is a new key
+
+
+def test_what_the_captioner_sends_downscaled_image_and_rgb(server, tmp_path):
+    b = {"sample_id": ["a"], "caption": [CAPTIONS[1]], "ir_jpeg": [grey(90, (400, 200))], "rgb_jpeg": [grey(120, (300, 300))]}
+    captioner(server, tmp_path / "1", image_max_side=128)(b)
+    assert server.requests[-1]["image_sizes"] == [(128, 64)]  # IR only, longest side 128
+    captioner(server, tmp_path / "2", image_max_side=128, include_rgb=True)(b)
+    assert server.requests[-1]["image_sizes"] == [(128, 64), (128, 128)]  # IR, then RGB
+    captioner(server, tmp_path / "3", image_max_side=512)(b)
+    assert server.requests[-1]["image_sizes"] == [(400, 200)]  # small enough: sent as it is
+
+
+def test_tokens_per_minute_pacing(server, tmp_path):
+    # Each request reserves max_tokens + 800 estimated tokens: (180 + 800) at 5 requests/s.
+    cap = captioner(server, tmp_path, concurrency=8, tokens_per_minute=980 * 5 * 60)
+    t0 = time.time()
+    cap(batch())
+    assert time.time() - t0 >= 7 * 0.2 - 0.05
+
+
+def test_price_from_token_counts_when_the_api_reports_no_cost(server, tmp_path):
+    server.cost = None
+    out = captioner(server, tmp_path, price_in_per_mtok=1.0, price_out_per_mtok=2.0)(batch(2))
+    assert out["ir_caption_cost_usd"] == [pytest.approx((900 * 1.0 + 40 * 2.0) / 1e6)] * 2  # the server's usage
+
+
+def test_retry_after_as_an_http_date(server, tmp_path):
+    import email.utils
+
+    assert parse_retry_after({"retry-after": email.utils.formatdate(time.time() + 3, usegmt=True)}) == \
+        pytest.approx(3, abs=1.01)
+    server.faults_for("harbor", ["429date:2"])
+    out = captioner(server, tmp_path)(batch(1))
+    t = [r["t"] for r in server.requests_for("harbor")]
+    assert out["ir_caption_raw_status"] == ["ok"] and len(t) == 2 and t[1] - t[0] >= 1.0

@@ -7,29 +7,40 @@ with an IR-aware caption built from the prompt's original caption.
         srv.pay_after = 10                                 # 402 after 10 completions
         srv.delay_s = 0.2                                  # latency of every answer
 
-Faults: "429[:retry_after_s]", "408", "500", "502", "503", "400", "402", "hang", "error200",
-"badjson", "empty", "finish_error", "fenced" (success wrapped in prose and a code fence),
-"colour" (a caption the filter must reject).
+Faults: "429[:retry_after_s]", "429date[:s]" (Retry-After as an HTTP date), "408", "500", "502",
+"503", "400", "402", "hang", "error200", "badjson", "empty", "finish_error", "fenced" (success
+wrapped in prose and a code fence), "colour" (a caption the filter must reject).
+
+The answer depends on the image it receives (its mean grey level is part of the caption), so a
+client that hands one image's paid answer to another image is caught. Every request is logged
+with the caption, the number of images and each image's size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
+import io
 import json
 import re
 import threading
 import time
 from collections import defaultdict
 
+import numpy as np
 from aiohttp import web
+from PIL import Image
 
 COLOUR = re.compile(r"\b(?:red|green|blue|yellow|orange|purple|pink|brown|golden|gold|turquoise)\b", re.I)
 
 
 class FakeOpenAI:
-    def __init__(self, api_key: str = "test-key", model: str = "qwen/qwen2.5-vl-72b-instruct", delay_s: float = 0.0):
-        self.api_key, self.model, self.delay_s = api_key, model, delay_s
+    def __init__(self, api_key: str = "test-key", model: str | tuple = "qwen/qwen2.5-vl-72b-instruct",
+                 delay_s: float = 0.0):
+        self.api_key, self.delay_s = api_key, delay_s
+        self.models = (model,) if isinstance(model, str) else tuple(model)  # routes it serves
+        self.model = self.models[0]
         self.pay_after: int | None = None
         self.hang_s = 30.0
         self.cost = 0.0005
@@ -103,7 +114,7 @@ class FakeOpenAI:
             body = await request.json()
         except json.JSONDecodeError:
             return web.json_response({"error": {"code": 400, "message": "invalid JSON"}}, status=400)
-        caption, problem = self._check(body)
+        caption, problem, images = self._check(body)
         if problem:
             self.problems.append(problem)
             self._log(caption, "bad_request", 400, t)
@@ -113,31 +124,34 @@ class FakeOpenAI:
             await asyncio.sleep(self.delay_s)
         if fault is None and self.pay_after is not None and self.completions >= self.pay_after:
             fault = "402"
-        status, resp = await self._answer(fault, caption, body)
-        self._log(caption, fault or "ok", status, t)
+        status, resp = await self._answer(fault, caption, body, images)
+        self._log(caption, fault or "ok", status, t, images)
         return resp
 
-    def _check(self, body: dict) -> tuple[str, str]:
-        if body.get("model") != self.model:
-            return "", f"unknown model {body.get('model')!r}"
+    def _check(self, body: dict) -> tuple[str, str, list]:
+        if body.get("model") not in self.models:
+            return "", f"unknown model {body.get('model')!r}", []
         try:
             content = body["messages"][0]["content"]
             text = next(p["text"] for p in content if p.get("type") == "text")
-            images = [p["image_url"]["url"] for p in content if p.get("type") == "image_url"]
+            urls = [p["image_url"]["url"] for p in content if p.get("type") == "image_url"]
         except (KeyError, IndexError, StopIteration, TypeError):
-            return "", "messages[0].content must hold a text part and image_url parts"
+            return "", "messages[0].content must hold a text part and image_url parts", []
         m = re.search(r"Original caption:\n(.*?)\n\nOutput JSON schema", text, re.S)
         caption = m.group(1).strip() if m else ""
         if not m:
-            return caption, "prompt lacks the original caption section"
-        if not images:
-            return caption, "no image part"
-        for url in images:
+            return caption, "prompt lacks the original caption section", []
+        if not urls:
+            return caption, "no image part", []
+        images = []
+        for url in urls:
             if not url.startswith("data:image/jpeg;base64,"):
-                return caption, "image is not a base64 JPEG data URL"
-            if not base64.b64decode(url.split(",", 1)[1])[:2] == b"\xff\xd8":
-                return caption, "image payload is not a JPEG"
-        return caption, ""
+                return caption, "image is not a base64 JPEG data URL", []
+            data = base64.b64decode(url.split(",", 1)[1])
+            if data[:2] != b"\xff\xd8":
+                return caption, "image payload is not a JPEG", []
+            images.append(Image.open(io.BytesIO(data)).convert("L"))
+        return caption, "", images
 
     def _next_fault(self, caption: str) -> str | None:
         with self._lock:
@@ -148,10 +162,13 @@ class FakeOpenAI:
                 return self._global.pop(0)
         return None
 
-    async def _answer(self, fault: str | None, caption: str, body: dict):
+    async def _answer(self, fault: str | None, caption: str, body: dict, images: list):
         def err(status, code=None, headers=None):
             return status, web.json_response({"error": {"code": code or status, "message": f"injected {status}"}},
                                              status=status, headers=headers)
+        if fault and fault.startswith("429date"):
+            wait = float(fault.split(":", 1)[1]) if ":" in fault else 1.0
+            return err(429, headers={"Retry-After": email.utils.formatdate(time.time() + wait, usegmt=True)})
         if fault and fault.startswith("429"):
             ra = fault.split(":", 1)[1] if ":" in fault else "1"
             return err(429, headers={"Retry-After": ra})
@@ -164,7 +181,7 @@ class FakeOpenAI:
             return 200, web.json_response({"error": {"code": 502, "message": "provider returned error"}})
         if fault == "badjson":
             return 200, web.Response(text='{"choices": [{"message": {"content": "trunc', content_type="application/json")
-        ir_caption = self.ir_caption(caption)
+        ir_caption = self.ir_caption(caption, images[0])
         if fault == "colour":
             ir_caption = "Red roofs appear bright with sharp outlines while the dark water has low texture."
         content = json.dumps({"ir_aware_caption": ir_caption})
@@ -179,21 +196,28 @@ class FakeOpenAI:
             if content and finish == "stop":
                 self.completions += 1
         return 200, web.json_response({
-            "id": "gen-1", "model": self.model, "object": "chat.completion",
+            "id": "gen-1", "model": body["model"], "object": "chat.completion",
             "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940,
                       **({"cost": self.cost} if self.cost is not None else {})}})
 
     @staticmethod
-    def ir_caption(caption: str) -> str:
+    def ir_caption(caption: str, image: Image.Image | None = None) -> str:
         scene = COLOUR.sub("", caption).strip().rstrip(".")
         scene = re.sub(r"\s+", " ", scene) or "An aerial scene"
-        return (f"{scene[:1].upper()}{scene[1:]}, shown in grayscale: bright structures stand out with sharp "
+        level = f" at a mean grey level of {image_level(image)} percent" if image is not None else ""
+        return (f"{scene[:1].upper()}{scene[1:]}, shown in grayscale{level}: bright structures stand out with sharp "
                 f"outlines while dark, low-texture regions fill the rest.")
 
-    def _log(self, caption, fault, status, t0):
+    def _log(self, caption, fault, status, t0, images=()):
         with self._lock:
-            self.requests.append({"caption": caption, "fault": fault, "status": status, "t": t0})
+            self.requests.append({"caption": caption, "fault": fault, "status": status, "t": t0,
+                                  "image_sizes": [im.size for im in images]})
+
+
+def image_level(image: Image.Image) -> int:
+    """The image's mean grey level in percent: what the answer says about the image it saw."""
+    return int(round(float(np.asarray(image.convert("L"), np.float32).mean()) / 2.55))
 
 
 def main() -> None:
