@@ -239,3 +239,38 @@ def test_other_families_raise(tmp_path):
     model = load_model(write_tiny_llava(tmp_path / "llava"))
     with pytest.raises(UnsupportedFamily, match="not 'llava'"):
         rope_index_for(model)
+
+
+def test_the_trainer_step_packs_when_asked_and_gets_the_same_loss(tmp_path):
+    """VlmStep (the trainer's VLM step) with `packing: true` on a micro-batch of real instruction
+    rows: one padding-free row, the same loss as the padded micro-batch, all tokens real."""
+    import io as _io
+
+    import numpy as _np
+    from PIL import Image as _Image
+
+    from fusionrs.config import VlmTrainConfig, load_config
+    from fusionrs.dev.tiny_vlm import write_tiny_qwen2_5_vl
+    from fusionrs.train.vlm.instructions import INSTRUCTIONS
+    from fusionrs.train.vlm.step import VlmStep
+
+    model_dir = write_tiny_qwen2_5_vl(tmp_path / "m")
+    rows = {"ir_jpeg": [], "instruction": [], "response": []}
+    for i, (task, resp) in enumerate([("caption", "a bright runway beside dark grass"), ("scene", "airport"),
+                                      ("object", "runway, airplane, grass")]):
+        buf = _io.BytesIO()
+        _Image.fromarray(_np.full((56 + 28 * i, 56, 3), 40 * i + 60, _np.uint8)).save(buf, "JPEG")
+        rows["ir_jpeg"].append(buf.getvalue())
+        rows["instruction"].append(INSTRUCTIONS[task])
+        rows["response"].append(resp)
+    losses = {}
+    for packing in (False, True):
+        cfg = load_config(None, ["data=x", f"model.path={model_dir}", "model.max_pixels=3136", "parallel.bf16=false",
+                                 f"packing={str(packing).lower()}", "lora.dropout=0"], cls=VlmTrainConfig)
+        step = VlmStep(cfg, {})
+        torch.manual_seed(0)
+        model = step.build_model(torch.device("cpu")).eval()
+        loss, _, tokens = step.loss(model, rows, torch.device("cpu"))
+        losses[packing] = (float(loss), tokens)
+    assert losses[True][0] == pytest.approx(losses[False][0], abs=1e-5)
+    assert losses[True][1] == losses[False][1]  # the pack's tokens are exactly the batch's real (unpadded) ones

@@ -184,6 +184,7 @@ class VlmTrainConfig(TrainConfig):
     setting: str = "B-iraware"  # A-original | B-iraware | C-mixed
     tasks: list[str] = field(default_factory=lambda: list(VLM_TASKS))  # caption, scene, object, ir_cue
     micro_batch_size: int = 1  # per worker and micro-step
+    packing: bool = False  # a micro-step's examples as one padding-free row (Qwen2.5-VL; docs/vlm-packing.md)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_ratio=0.03, grad_accum=8))
     parallel: ParallelConfig = field(default_factory=lambda: ParallelConfig(bf16=True))
 
@@ -195,6 +196,8 @@ class VlmTrainConfig(TrainConfig):
         for t in self.tasks:
             choice("tasks[]", t, VLM_TASKS)
         positive("train", micro_batch_size=self.micro_batch_size)
+        if self.packing and self.model.attn_implementation == "flash_attention_2":
+            raise ConfigError("packing: checked with sdpa and eager only; flash_attention_2 on packed rows is untested")
         if self.parallel.strategy == "deepspeed" and self.parallel.zero_stage not in (2, 3):
             raise ConfigError("parallel.zero_stage: 2 or 3 for LoRA tuning (0/1 gain nothing over ddp)")
 

@@ -26,6 +26,7 @@ from fusionrs.train.trainer import Engine, fit, shuffled_dataset
 from fusionrs.train.vlm.chat import collate, decode_image, encode_example
 from fusionrs.train.vlm.data import instruction_dataset
 from fusionrs.train.vlm.model import LORA_TARGETS, add_lora, load_model, load_processor
+from fusionrs.train.vlm.packing import pack, rope_index_for
 
 
 class VlmStep:
@@ -38,6 +39,7 @@ class VlmStep:
         self.cfg = cfg
         self.micro_batch_size = cfg.micro_batch_size
         self.processor = load_processor(cfg.model.path, cfg.model.max_pixels, cfg.model.min_pixels)
+        self.rope_index = None  # packing: the model's own position function, found on the first step
 
     @classmethod
     def rows_per_optimizer_step(cls, cfg: VlmTrainConfig) -> int:
@@ -47,7 +49,11 @@ class VlmStep:
         m = self.cfg.model
         model = load_model(m.path, dtype="bfloat16" if self.cfg.parallel.bf16 else "float32",
                            attn_implementation=m.attn_implementation)
-        model.config.use_cache = False
+        # No KV cache in training. transformers 5 reads it from the text config (setting it on the
+        # top config is silently ignored; with packing the cache would let attention cross samples).
+        for c in (model.config, getattr(model.config, "text_config", None)):
+            if c is not None:
+                c.use_cache = False
         if m.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
@@ -55,14 +61,19 @@ class VlmStep:
         return add_lora(model, lora.r, lora.alpha, lora.dropout, lora.targets or LORA_TARGETS).to(device)
 
     def loss(self, model, rows: dict, device):
-        batch = collate([encode_example(self.processor, decode_image(img), ins, resp) for img, ins, resp in
-                         zip(rows["ir_jpeg"], rows["instruction"], rows["response"])],
-                        self.processor.tokenizer.pad_token_id)
+        examples = [encode_example(self.processor, decode_image(img), ins, resp) for img, ins, resp in
+                    zip(rows["ir_jpeg"], rows["instruction"], rows["response"])]
+        if self.cfg.packing:  # one padding-free row per micro-step (packing.py): the same loss, no pad tokens
+            self.rope_index = self.rope_index or rope_index_for(model)
+            batch = pack(examples, self.rope_index)
+        else:
+            batch = collate(examples, self.processor.tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         if self.cfg.parallel.bf16 and "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
-        # Tokens (prompt, image and response) for tokens/s.
-        return model(**batch).loss, {}, int(batch["attention_mask"].sum())
+        # Tokens (prompt, image and response) for tokens/s: every token of a pack is a real one.
+        tokens = int(batch["input_ids"].numel()) if self.cfg.packing else int(batch["attention_mask"].sum())
+        return model(**batch, use_cache=False).loss, {}, tokens
 
     def after_optimizer_step(self, model) -> None:
         pass
