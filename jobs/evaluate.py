@@ -1,12 +1,14 @@
-r"""Evaluate CLIP checkpoints and VLM adapters on a build's val or test split.
+r"""Evaluate CLIP checkpoints and VLM adapters on every configured benchmark, as one Ray job.
 
-Retrieval (CLIP): six directions, Mean R, per source, zero-shot IR scene classification →
-retrieval.json, retrieval.md (paper Table 4 layout). Generative (VLM): greedy generation for IR
-captioning and Scene / Object / IR-cue QA on the split's IR-aware images; ROUGE-L, lexical F1,
-Cap. IR, cue coverage, object F1, scene EM with 95% bootstrap CIs → vlm_results.json,
-vlm_predictions.jsonl, vlm_results.md (paper Table 5 layout).
+The build's split: six-direction retrieval, Mean R, per source, zero-shot IR scene
+classification and dual-modal fusion (CLIP); Table 5 generative metrics with bootstrap CIs and
+the output audit (VLM). Real thermal sensors: HIT-UAV object presence and linear probe (CLIP),
+HIT-UAV VQA (VLM), Caltech Aerial RGB-T exact-pair retrieval (CLIP). Writes results/<benchmark>.json,
+clip_table.md, vlm_table.md and the per-benchmark files (docs/evaluation.md). A benchmark whose
+data is missing is skipped with a line saying why.
 
 CPU (after `fusionrs demo`):
+    python -m jobs.evaluate --config configs/eval-suite.yaml
     python -m jobs.evaluate --config configs/eval-demo.yaml
     python -m jobs.evaluate data=out/demo/build clip.model.name=fusionrs-tiny-clip \
         clip.model.config_json=out/demo/tiny-clip/fusionrs-tiny-clip.json \
@@ -22,30 +24,16 @@ Cluster (GPU actors):
 import sys
 
 from fusionrs.config import EvalConfig, parse_job_args
-from fusionrs.eval.clip_eval import evaluate_clip, write_results
-from fusionrs.eval.vlm_eval import evaluate_vlm, write_vlm_results
+from fusionrs.eval.suite import run_suite, summary
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_job_args(argv, EvalConfig, __doc__, "python -m jobs.evaluate")
-    c = cfg.compute
-    if cfg.clip.checkpoints:
-        m, results = cfg.clip.model, {}
-        for name, ckpt in cfg.clip.checkpoints.items():
-            results[name] = evaluate_clip(cfg.data, cfg.split, m.name, ckpt, m.config_json, m.quick_gelu,
-                                          actors=c.actors, num_gpus=c.num_gpus, batch_size=c.batch_size)
-            r = results[name]["overall"]
-            print(f"{name}: Mean R {r['mean_r']:.2f} (six directions {r['mean_all']:.2f})")
-        write_results(results, cfg.out)
-        print(f"wrote {cfg.out}/retrieval.json and retrieval.md")
-    if cfg.vlm.model:
-        v, results = cfg.vlm, {}
-        for name, adapter in (v.adapters or {"base": ""}).items():
-            results[name] = evaluate_vlm(cfg.data, cfg.split, v.model, adapter=adapter, tasks=v.tasks, actors=c.actors,
-                                         num_gpus=c.num_gpus, batch_size=c.batch_size, max_pixels=v.max_pixels,
-                                         min_pixels=v.min_pixels, n_boot=v.bootstrap)
-        print(write_vlm_results(results, cfg.out))
-        print(f"wrote {cfg.out}/vlm_results.json, vlm_results.md and vlm_predictions.jsonl")
+    result = run_suite(cfg)
+    for name in ("clip_table.md", "vlm_table.md"):
+        print(open(f"{cfg.out}/{name}").read() if "://" not in cfg.out else f"{cfg.out}/{name}")
+    print(summary(result))
+    print(f"results: {cfg.out}/results/*.json")
     return 0
 
 

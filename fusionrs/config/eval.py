@@ -52,6 +52,34 @@ class VlmEvalConfig:
 
 
 @dataclass(kw_only=True)
+class HitUavConfig:
+    """HIT-UAV real thermal images (docs/evaluation.md)."""
+
+    root: str = ""  # a HIT-UAV release folder: test.json (or Annotations/*.xml) beside the images; "" = skip
+    probe_root: str = ""  # the linear probe: a folder with train.json, val.json, test.json and train/ val/ test/ images; "" = skip
+    seed: int = 20260726  # the official VQA builder's seed
+
+
+@dataclass(kw_only=True)
+class CaltechConfig:
+    """Caltech Aerial RGB-T exact-pair retrieval (docs/evaluation.md)."""
+
+    dataset_root: str = ""  # the dataset folder the split files' paths are relative to; "" = skip
+    splits_root: str = ""  # folder of rgb_<split>.txt and thermal8_<split>.txt ("" = dataset_root)
+    split: str = "test"
+
+
+@dataclass(kw_only=True)
+class BenchmarksConfig:
+    """Which benchmarks the evaluation job runs; one with missing data is skipped and says why."""
+
+    fusionrs: bool = True  # the build's split: retrieval + zero-shot scene (CLIP), Table 5 + output audit (VLM)
+    fusion: bool = True  # CLIP dual-modal fusion: the RGB weight chosen on val, reported on the split
+    hit_uav: HitUavConfig = field(default_factory=HitUavConfig)
+    caltech: CaltechConfig = field(default_factory=CaltechConfig)
+
+
+@dataclass(kw_only=True)
 class EvalConfig:
     data: str = ""  # the build's output URI
     split: str = "test"  # val | test
@@ -59,6 +87,7 @@ class EvalConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     clip: ClipEvalConfig = field(default_factory=ClipEvalConfig)
     vlm: VlmEvalConfig = field(default_factory=VlmEvalConfig)
+    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
 
     def validate(self) -> None:
         if not self.data:
@@ -68,7 +97,10 @@ class EvalConfig:
             raise ConfigError("nothing to evaluate: give clip.checkpoints.NAME=PATH or vlm.model=PATH")
 
     def resolve(self) -> None:
-        for obj, key in ((self, "data"), (self, "out"), (self.clip.model, "config_json"), (self.vlm, "model")):
+        b = self.benchmarks
+        for obj, key in ((self, "data"), (self, "out"), (self.clip.model, "config_json"), (self.vlm, "model"),
+                         (b.hit_uav, "root"), (b.hit_uav, "probe_root"), (b.caltech, "dataset_root"),
+                         (b.caltech, "splits_root")):
             v = getattr(obj, key)
             if v and "://" not in v and not os.path.isabs(v) and (key == "out" or os.path.exists(v)):
                 setattr(obj, key, os.path.abspath(v))

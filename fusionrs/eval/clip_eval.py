@@ -7,11 +7,13 @@ scene classification where class names exist. Written as retrieval.json and a Ma
 
 from __future__ import annotations
 
+import io
 import json
 from collections import defaultdict
 
 import numpy as np
 import torch
+from PIL import Image
 from ray.data import ActorPoolStrategy
 
 from fusionrs.core.storage import Storage, join
@@ -58,8 +60,10 @@ def zero_shot(net_args: tuple, ir: np.ndarray, classes: list[str]) -> dict | Non
             "top5": float((top == truth[:, None]).any(1).float().mean() * 100)}
 
 
-def evaluate_clip(data: str, split: str, model: str, pretrained: str, config_json: str = "", quick_gelu: bool = False,
-                  storage=None, actors: int = 1, num_gpus: float = 0.0, batch_size: int = 64) -> dict:
+def embed_split(data: str, split: str, model: str, pretrained: str, config_json: str = "", quick_gelu: bool = False,
+                storage=None, actors: int = 1, num_gpus: float = 0.0, batch_size: int = 64) -> dict:
+    """RGB, IR and text embeddings of a split's evaluation rows (one per joint group), with
+    their ids, caption keys, sources and class names: a Ray Data pass over an actor pool."""
     storage = storage or Storage.from_env()
     _, preprocess, tokenizer = create_clip(model, pretrained, config_json, quick_gelu)
     ds = preprocessed(clip_rows(data, split, "580k-only", storage, eval_only=True), preprocess, tokenizer)
@@ -70,7 +74,16 @@ def evaluate_clip(data: str, split: str, model: str, pretrained: str, config_jso
     parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
     if not parts:
         raise ValueError(f"no {split} rows in {data}")
-    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def evaluate_clip(data: str, split: str, model: str, pretrained: str, config_json: str = "", quick_gelu: bool = False,
+                  storage=None, actors: int = 1, num_gpus: float = 0.0, batch_size: int = 64,
+                  embeddings: dict | None = None) -> dict:
+    """Six-direction retrieval (overall and per source) and zero-shot IR scene classification.
+    `embeddings`: embed_split's output when the caller already has it."""
+    cols = embeddings or embed_split(data, split, model, pretrained, config_json, quick_gelu, storage, actors,
+                                     num_gpus, batch_size)
     emb = {k: cols[k] for k in ("rgb", "ir", "text")}
     ids, keys, sources = list(cols["sample_id"]), list(cols["caption_key"]), list(cols["source"])
     result = {"split": split, "rows": len(ids), "model": model, "pretrained": pretrained,
@@ -86,6 +99,22 @@ def evaluate_clip(data: str, split: str, model: str, pretrained: str, config_jso
     if zs:
         result["zero_shot_ir"] = zs
     return result
+
+
+class ImageEmbedder:
+    """Ray Data actor for benchmark images outside a build (HIT-UAV, Caltech): JPEG or PNG bytes
+    in `image`, decoded and preprocessed here, next to the model; `embedding` out."""
+
+    def __init__(self, model: str, pretrained: str, config_json: str, quick_gelu: bool = False):
+        self.net, self.preprocess, _ = create_clip(model, pretrained, config_json, quick_gelu)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.net.to(self.device).eval()
+
+    def __call__(self, batch: dict) -> dict:
+        pixels = torch.stack([self.preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in batch["image"]])
+        with torch.no_grad():
+            emb = self.net.encode_image(pixels.to(self.device)).float().cpu().numpy()
+        return {**{k: v for k, v in batch.items() if k != "image"}, "embedding": emb}
 
 
 def write_results(results: dict[str, dict], out_dir: str, storage=None) -> None:

@@ -44,8 +44,10 @@ def references(row: dict, task: str) -> list[str]:
 
 
 def eval_items(batch: dict, tasks: tuple[str, ...] = TASKS) -> dict:
-    """Triplet rows → evaluation items (one per image and task that has a reference)."""
-    cols: dict[str, list] = {k: [] for k in ("sample_id", "source", "task", "instruction", "references", "ir_jpeg")}
+    """Triplet rows → evaluation items (one per image and task that has a reference): the
+    Generator's columns `image`, `instruction`, `max_new_tokens`, plus what scoring needs."""
+    cols: dict[str, list] = {k: [] for k in ("sample_id", "source", "task", "instruction", "max_new_tokens",
+                                             "references", "image")}
     for i in range(len(batch["sample_id"])):
         row = {k: batch[k][i] for k in ("caption", "ir_aware_caption", "class_name")}
         for task in tasks:
@@ -56,13 +58,16 @@ def eval_items(batch: dict, tasks: tuple[str, ...] = TASKS) -> dict:
             cols["source"].append(batch["source"][i])
             cols["task"].append(task)
             cols["instruction"].append(INSTRUCTIONS[task])
+            cols["max_new_tokens"].append(MAX_NEW_TOKENS[task])
             cols["references"].append(json.dumps(refs))
-            cols["ir_jpeg"].append(batch["ir_jpeg"][i])
+            cols["image"].append(batch["ir_jpeg"][i])
     return cols
 
 
 class Generator:
-    """Ray Data actor: loads the processor, the base model and the adapter once."""
+    """Ray Data actor: loads the processor, the base model and the adapter once. Rows carry an
+    `image` (JPEG bytes), an `instruction` and `max_new_tokens`; every other column passes
+    through, and `prediction` and `status` are added. Greedy decoding, batched per length cap."""
 
     def __init__(self, model: str, adapter: str = "", max_pixels: int = 0, min_pixels: int = 0, dtype: str = "auto"):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,26 +84,25 @@ class Generator:
         return [" ".join(t.split()) for t in texts]  # whitespace-collapsed, as the official runner
 
     def __call__(self, batch: dict) -> dict:
-        n = len(batch["sample_id"])
+        n = len(batch["instruction"])
         preds, status = [""] * n, [GENERATION_OK] * n
         images: list = [None] * n
-        for i, jpeg in enumerate(batch["ir_jpeg"]):
+        for i, jpeg in enumerate(batch["image"]):
             try:
                 images[i] = decode_image(jpeg)
             except Exception as e:  # noqa: BLE001 - a bad image is that row's failure, not the batch's
                 status[i] = f"image_decode_error: {type(e).__name__}"
-        for task in sorted(set(batch["task"])):
-            idx = [i for i in range(n) if batch["task"][i] == task and images[i] is not None]
+        for cap in sorted({int(x) for x in batch["max_new_tokens"]}):
+            idx = [i for i in range(n) if int(batch["max_new_tokens"][i]) == cap and images[i] is not None]
             if not idx:
                 continue
             try:
-                texts = self._generate([images[i] for i in idx], [batch["instruction"][i] for i in idx],
-                                       MAX_NEW_TOKENS[task])
+                texts = self._generate([images[i] for i in idx], [batch["instruction"][i] for i in idx], cap)
             except Exception:  # noqa: BLE001 - retry one by one so one bad row does not fail the others
                 texts = []
                 for i in idx:
                     try:
-                        texts += self._generate([images[i]], [batch["instruction"][i]], MAX_NEW_TOKENS[task])
+                        texts += self._generate([images[i]], [batch["instruction"][i]], cap)
                     except Exception as e:  # noqa: BLE001
                         texts.append("")
                         status[i] = f"generation_error: {type(e).__name__}: {str(e)[:200]}"
@@ -106,8 +110,18 @@ class Generator:
                 preds[i] = t
                 if not t and status[i] == GENERATION_OK:
                     status[i] = "empty"
-        return {"sample_id": batch["sample_id"], "source": batch["source"], "task": batch["task"],
-                "references": batch["references"], "prediction": preds, "status": status}
+        return {**{k: v for k, v in batch.items() if k != "image"}, "prediction": preds, "status": status}
+
+
+def generate(ds, model: str, adapter: str = "", actors: int = 1, num_gpus: float = 0.0, batch_size: int = 16,
+             max_pixels: int = 0, min_pixels: int = 0) -> list[dict]:
+    """Predictions for a Ray Dataset of Generator rows, through an actor pool (GPU actors on a
+    cluster); a failed generation keeps its row (status says why)."""
+    ds = ds.map_batches(Generator, fn_constructor_kwargs=dict(model=model, adapter=adapter, max_pixels=max_pixels,
+                                                              min_pixels=min_pixels),
+                        batch_size=batch_size, compute=ActorPoolStrategy(min_size=1, max_size=actors),
+                        num_gpus=num_gpus or None, batch_format="numpy")
+    return ds.take_all()
 
 
 def evaluate_vlm(data: str, split: str, model: str, adapter: str = "", tasks=TASKS, storage=None, actors: int = 1,
@@ -117,11 +131,8 @@ def evaluate_vlm(data: str, split: str, model: str, adapter: str = "", tasks=TAS
     storage = storage or Storage.from_env()
     ds = ir_aware_rows(data, split, storage, eval_only=True)  # the rows training reads, one per group
     ds = ds.map_batches(eval_items, fn_kwargs={"tasks": tuple(tasks)}, batch_format="numpy", batch_size=64)
-    ds = ds.map_batches(Generator, fn_constructor_kwargs=dict(model=model, adapter=adapter, max_pixels=max_pixels,
-                                                              min_pixels=min_pixels),
-                        batch_size=batch_size, compute=ActorPoolStrategy(min_size=1, max_size=actors),
-                        num_gpus=num_gpus or None, batch_format="numpy")
-    predictions = sorted(ds.take_all(), key=lambda r: (r["sample_id"], TASKS.index(r["task"])))
+    predictions = sorted(generate(ds, model, adapter, actors, num_gpus, batch_size, max_pixels, min_pixels),
+                         key=lambda r: (r["sample_id"], TASKS.index(r["task"])))
     if not predictions:
         raise ValueError(f"no {split} rows with accepted IR-aware captions in {data}")
     scored = []
