@@ -355,6 +355,22 @@ def test_tombstone_rejects_bad_requests(released):
     assert tombstoned_ids(out) == set() and tombstone_manifest_fields(out) == {} and verify(out) == []
 
 
+def test_tombstone_from_the_command_line_removes_the_report_too(released, capsys):
+    """`fusionrs tombstone OUT --sample-id ID --reason TEXT`; an HTML report in the output (it
+    shows rows' pictures) is deleted, and it is never a released file."""
+    from fusionrs.cli import main
+
+    out = released.out
+    (out / "report.html").write_text("<html>a picture of every row</html>")
+    assert verify(str(out)) == []  # not released: not an unlisted file either
+    sid = sorted(r["sample_id"] for r in released.rows)[0]
+    assert main(["tombstone", str(out), "--reason", "rights holder request", "--sample-id", sid,
+                 "--date", "2026-12-04"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == 1
+    assert sid in tombstoned_ids(str(out)) and not (out / "report.html").exists()
+    assert main(["tombstone", str(out), "--reason", "x"]) == 2 and "at least one sample_id" in capsys.readouterr().err
+
+
 def test_tombstone_finishes_an_interrupted_takedown(released):
     """tombstones.json is written first: a takedown that died before rewriting the files is
     completed by running it again."""

@@ -33,6 +33,7 @@ from fusionrs.core.storage import Storage
 from fusionrs.dataset.layout import Layout
 from fusionrs.dataset.schema import (
     CAPTION_RAW_OK,
+    DUPLICATE_SAMPLE,
     IR_CAPTION_NOT_CAPTIONED,
     IR_CAPTION_NOT_SELECTED,
     IR_OK,
@@ -249,7 +250,7 @@ class WritePart:
         ir = {r["sample_id"]: r for r in self.storage.read_parquet(self.layout.ir(self.fps["translate"], part)).to_pylist()}
         caps = ({r["sample_id"]: r for r in self.storage.read_parquet(row["caption_uri"]).to_pylist()}
                 if row.get("caption_uri") else {})
-        triplets, rejects = [], []
+        triplets, rejects, written = [], [], set()
         for r in ing:
             sid = r["sample_id"]
             if sid in self.tombstoned:
@@ -263,12 +264,14 @@ class WritePart:
                                            "reject_detail": None}, STAGE_TRANSLATE))
                 continue
             a = assign.get(sid)
-            if a is None:
-                # Usable and translated but absent from the assignment: a duplicate sample_id
-                # that the plan gave to another row. Reject, never drop.
-                rejects.append(reject_row({**r, "reject_reason": "duplicate_sample_id", "reject_detail": None},
+            if a is None or sid in written:
+                # Usable and translated, but the plan gave the id to another row (another part's,
+                # or an earlier one of this part): a duplicate sample_id. Reject, never drop.
+                detail = "an earlier row of this part has the same sample_id" if sid in written else None
+                rejects.append(reject_row({**r, "reject_reason": DUPLICATE_SAMPLE, "reject_detail": detail},
                                           STAGE_INGEST))
                 continue
+            written.add(sid)
             triplets.append(self.triplet(r, t, a, caps.get(sid)))
         splits = sorted({t["split"] for t in triplets})
         for sp in splits:  # one file per split: `load_dataset(OUT)` reads a split by file name

@@ -33,11 +33,13 @@ from fusionrs.build.forecast import Rates, forecast
 from fusionrs.build.ledger import RunLedger
 from fusionrs.build.parts import BudgetKeeper, CaptionPart, IngestUnit, TranslatePart, WritePart, per_row
 from fusionrs.build.plan import assignments_by_part, make_plan, read_plan_input
+from fusionrs.build.progress import Progress
 from fusionrs.build.readers import SourceError, plan_units
 from fusionrs.build.report import console_summary, write_reports
 from fusionrs.build.stages import captioner_identity, translator_identity
 from fusionrs.config.build import BuildConfig
 from fusionrs.config.loader import to_yaml
+from fusionrs.core.ray_session import start_ray
 from fusionrs.core.storage import Storage
 from fusionrs.dataset.layout import TMP_MARK, Layout
 from fusionrs.dataset.release import tombstone_manifest_fields, tombstoned_ids
@@ -102,19 +104,9 @@ def run_build_command(cfg: BuildConfig) -> int:
 
 
 def init_ray(cfg: BuildConfig) -> None:
-    """The configured cluster, else RAY_ADDRESS, else a new local instance: never whatever
-    cluster a stale `ray_current_cluster` file names (ray.init's own fallback)."""
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=True,
-                 **({"num_cpus": cfg.ray.num_cpus} if cfg.ray.num_cpus else {}))
-    ctx = ray.data.DataContext.get_current()
-    ctx.max_errored_blocks = 0  # never drop a block silently: per-row errors are reject rows
-    ctx.enable_progress_bars = True
+    """The configured cluster, else RAY_ADDRESS, else a new local instance; Ray's INFO lines to
+    OUTPUT/logs/ray.log unless --verbose (core/ray_session.py)."""
+    start_ray(cfg.ray.address, cfg.ray.num_cpus, Layout(cfg.output).file("logs/ray.log"))
 
 
 def _on_sigterm():
@@ -180,6 +172,8 @@ def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger, units: list) -
     tombstoned = frozenset(tombstoned_ids(cfg.output, storage))  # takedowns stay out of every rebuild
     rows, duplicates = read_plan_input(cfg, storage, fps, parts, tombstoned)
     plan = make_plan(rows, cfg)
+    print(f"[plan] {len(rows.sample_id):,} rows in {plan.summary['dedup']['groups']:,} joint groups; "
+          f"split {_split_counts(plan.split)}; {plan.summary['iraware_selected']:,} for IR-aware captions", flush=True)
     plan.summary["duplicate_sample_ids"] = duplicates
     manifest["forecast"] = forecast(cfg, len(rows.sample_id), plan.summary["iraware_selected"], Rates.load())
     per_part = assignments_by_part(rows, plan, parts)
@@ -210,6 +204,11 @@ def _build(cfg: BuildConfig, storage: Storage, ledger: RunLedger, units: list) -
     return manifest
 
 
+def _split_counts(splits: list[str]) -> str:
+    c = Counter(splits)
+    return " / ".join(f"{c.get(s, 0):,} {s}" for s in ("train", "val", "test"))
+
+
 def _work(ledger: RunLedger, part_stats: list[dict]) -> dict:
     st = ledger.stages
     return {"ingest_units_skipped": st["ingest"].skipped, "translate_parts_skipped": st["translate"].skipped,
@@ -223,10 +222,13 @@ def _ingest(cfg: BuildConfig, storage: Storage, fps: dict, ledger: RunLedger, un
     ingest = IngestUnit(cfg, storage, fps["ingest"])
     ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=max(1, len(units)))
     ds = ds.map_batches(lambda b: per_row(b, ingest), batch_size=1, num_cpus=cfg.ray.ingest_num_cpus)
-    unit_parts = {}
+    unit_parts, progress = {}, Progress("ingest", len(units), "units")
     for u in ds.iter_rows():  # streamed: an interrupted run still knows what it did
-        ledger.stages["ingest"].add(json.loads(u["stats"]), ledger.prices)
+        stats = json.loads(u["stats"])
+        ledger.stages["ingest"].add(stats, ledger.prices)
+        progress.update(rows=stats.get("rows", 0))
         unit_parts[u["unit_id"]] = [p["part"] for p in json.loads(u["parts"])]
+    progress.close()
     return [p for uid in sorted(unit_parts) for p in unit_parts[uid]]
 
 
@@ -240,13 +242,16 @@ def _translate(cfg: BuildConfig, storage: Storage, fps: dict, parts: list[str], 
     ds = ds.map_batches(TranslatePart, fn_constructor_kwargs=dict(cfg=cfg, storage=storage, fps=fps, keeper=keeper),
                         batch_size=1, compute=ActorPoolStrategy(min_size=tc.min_actors, max_size=tc.max_actors),
                         num_cpus=tc.num_cpus, num_gpus=tc.num_gpus or None)
-    pending, runtimes = [], Counter()
+    pending, runtimes, progress = [], Counter(), Progress("translate", len(parts))
     for r in ds.iter_rows():
-        ledger.stages["translate"].add(json.loads(r["stats"]), ledger.prices)
+        stats = json.loads(r["stats"])
+        ledger.stages["translate"].add(stats, ledger.prices)
+        progress.update(rows=stats.get("rows", 0))
         if r["pending"]:
             pending.append(r["part"])
         elif r["runtime"] != "{}":
             runtimes[r["runtime"]] += 1
+    progress.close()
     if keeper is not None:
         ray.kill(keeper)
     return sorted(pending), {k: v for k, v in sorted(runtimes.items())}
@@ -267,12 +272,15 @@ def _caption_and_write(cfg: BuildConfig, storage: Storage, fps: dict, per_part: 
                         num_cpus=cc.num_cpus)
     write = WritePart(cfg, storage, fps, tombstoned)
     ds = ds.map_batches(lambda b: per_row(b, write), batch_size=1, num_cpus=cfg.ray.write_num_cpus)
-    t0, stats = time.time(), []
+    t0, stats, progress = time.time(), [], Progress("caption+write", len(parts))
     for s in ds.iter_rows():
         stats.append(s)
-        ledger.stages["caption"].add(json.loads(s["caption_stats"]), ledger.prices)
+        caption = json.loads(s["caption_stats"])
+        ledger.stages["caption"].add(caption, ledger.prices)
         ledger.stages["write"].add(json.loads(s["stats"]), ledger.prices)
         ledger.stages["caption"].wall_s = ledger.stages["write"].wall_s = time.time() - t0
+        progress.update(rows=s["triplets"] + s["rejects"], usd=caption.get("api_usd", 0.0))
+    progress.close()
     limiter_state = None
     if limiter is not None:
         limiter_state = ray.get(limiter.state.remote())

@@ -54,7 +54,7 @@ def write_reports(cfg, storage, layout, manifest: dict) -> dict:
     return stats
 
 
-def _md_table2(t: dict) -> str:
+def md_table2(t: dict) -> str:
     lines = ["| Source | Total | Train | Val | Test |", "|---|---|---|---|---|"]
     tot = {s: 0 for s in SPLITS}
     for src, c in t.items():
@@ -65,7 +65,7 @@ def _md_table2(t: dict) -> str:
     return "\n".join(lines)
 
 
-def _md_table3(t: dict) -> str:
+def md_table3(t: dict) -> str:
     srcs = sorted(t)
     lines = ["| Split | Total | " + " | ".join(srcs) + " |", "|---" * (len(srcs) + 2) + "|"]
     for s in SPLITS:
@@ -84,13 +84,13 @@ def render_stats_md(c: dict, manifest: dict) -> str:
 Computed from the written `triplets/` and `rejects/`.
 
 ## Composition (paper Table 2 layout)
-{_md_table2(c['table2_composition'])}
+{md_table2(c['table2_composition'])}
 
 ## IR-aware captions: accepted after filtering (paper Table 3 layout)
-{_md_table3(c['table3_iraware_accepted']) if c['table3_iraware_accepted'] else '(none selected)'}
+{md_table3(c['table3_iraware_accepted']) if c['table3_iraware_accepted'] else '(none selected)'}
 
 Selected for captioning:
-{_md_table3(c['table3_iraware_selected']) if c['table3_iraware_selected'] else '(none selected)'}
+{md_table3(c['table3_iraware_selected']) if c['table3_iraware_selected'] else '(none selected)'}
 
 ## Rejects by stage and reason
 | stage:reason | rows |

@@ -15,7 +15,8 @@ membership of a joint group changes (a member removed, others kept: group-level 
 tombstones.json is written first, so an interrupted takedown is finished by running it again,
 and a rebuild into the same output keeps the rows out (the build's writer reads
 `tombstoned_ids`). The build's working state (_stage/, _cache/) is not released and still holds
-the rows: delete it too when the takedown must erase every copy.
+the rows: delete it too when the takedown must erase every copy. An HTML report in the output
+(report.html) shows rows' pictures: it is deleted, to be written again by `fusionrs report`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from fusionrs.config.build import BuildConfig
 from fusionrs.config.loader import from_dict
 from fusionrs.core.storage import Storage, join
 from fusionrs.dataset.card import CONFIG_FILE, INITIAL_VERSION, triplet_files
-from fusionrs.dataset.layout import Layout
+from fusionrs.dataset.layout import REPORT_FILE, Layout
 from fusionrs.dataset.release import (
     COMPLETED,
     MACHINE_PATH_RE,
@@ -116,6 +117,9 @@ def tombstone(output: str, sample_ids, reason: str, whole_groups: bool = False, 
     gone = done | new
     removed = _remove(storage, tri_files, gone)
     rejects_removed = _remove(storage, rej_files, gone)
+    # The HTML report shows rows' pictures and captions: it goes, `fusionrs report` writes a new one.
+    if storage.exists(join(output, REPORT_FILE)):
+        storage.delete(join(output, REPORT_FILE))
 
     manifest.update(dataset_version=version, tombstones=record["tombstones"], changelog=record["changelog"])
     config = yaml.safe_load(storage.read_bytes(join(output, CONFIG_FILE))) or {}

@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-
 CHUNK = 1 << 20
 
 # Why a bounded read refuses a file (reject reasons of the build: dataset/schema.py lists them).

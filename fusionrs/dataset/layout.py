@@ -4,6 +4,8 @@
     rejects/<part>.parquet                               one row per input that is not a triplet
     manifest.json stats.md README.md config.yaml         what was built, and how
     ledger/<run>.json                                    what each run cost
+    logs/ray.log                                         Ray's own INFO lines (the console shows progress)
+    report.html                                          `fusionrs report`: build, curves, evaluation, cost (not released)
     _stage/<stage>/<fingerprint>/<part>...               per-stage shard files: what a rerun reuses
     _cache/captions/seg-*.jsonl                          every paid API response
 """
@@ -17,6 +19,7 @@ from fusionrs.dataset.schema import SPLITS
 
 # Suffix of the temporary files an interrupted atomic write can leave (core.storage).
 TMP_MARK = ".tmp-"
+REPORT_FILE = "report.html"  # written by fusionrs/report_html.py; never released
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@
     write_release("out/demo/build"); assert verify("out/demo/build") == []
 
 What is released is the output folder less the build's working state (`_stage/`, `_cache/`,
-`ledger/`), hidden entries and interrupted-write temporaries. Release steps rewrite config.yaml,
+`ledger/`, `logs/`), hidden entries and interrupted-write temporaries. Release steps rewrite config.yaml,
 manifest.json, stats.md and rejects/ with machine paths replaced by placeholders before
 anything is hashed; they never touch a triplet row (a triplet with a path in its text is a
 verifier problem, fixed by a takedown or a rebuild, never by rewriting data silently).
@@ -59,7 +59,8 @@ DATASHEET_FILE = "DATASHEET.md"
 TOMBSTONES_FILE = "tombstones.json"
 # The build's working state: reused by reruns, never part of the dataset (the caption cache
 # holds paid API responses, the ledger run costs). Layout.own_dirs() names them too.
-NOT_RELEASED = ("_stage", "_cache", "ledger")
+# Working state, costs, logs and the HTML report (it embeds thumbnails of rows a takedown may remove).
+NOT_RELEASED = ("_stage", "_cache", "ledger", "logs", "report.html")
 COMPLETED = "completed"  # manifest["status"] of a finished build (build/pipeline.py)
 
 # The official sanitizer's replacement (reference §11: tools/sanitize_public_results.py).

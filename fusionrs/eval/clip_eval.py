@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections import defaultdict
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from PIL import Image
 from ray.data import ActorPoolStrategy
 
 from fusionrs.core.storage import Storage, join
-from fusionrs.eval.retrieval import markdown_table, six_directions
+from fusionrs.eval.retrieval import markdown_table, per_source, retrieval_examples, six_directions
 from fusionrs.train.clip.data import clip_rows, preprocessed
 from fusionrs.train.clip.model import create_clip
 
@@ -87,14 +86,8 @@ def evaluate_clip(data: str, split: str, model: str, pretrained: str, config_jso
     emb = {k: cols[k] for k in ("rgb", "ir", "text")}
     ids, keys, sources = list(cols["sample_id"]), list(cols["caption_key"]), list(cols["source"])
     result = {"split": split, "rows": len(ids), "model": model, "pretrained": pretrained,
-              "overall": six_directions(emb, ids, keys), "per_source": {}}
-    by_src = defaultdict(list)
-    for i, s in enumerate(sources):
-        by_src[s].append(i)
-    for s, idx in sorted(by_src.items()):
-        if len(idx) >= 2:
-            result["per_source"][s] = six_directions({k: v[idx] for k, v in emb.items()}, [ids[i] for i in idx],
-                                                     [keys[i] for i in idx])
+              "overall": six_directions(emb, ids, keys), "per_source": per_source(emb, ids, keys, sources),
+              "examples": retrieval_examples(emb, ids, keys)}
     zs = zero_shot((model, pretrained, config_json, quick_gelu), emb["ir"], list(cols["class_name"]))
     if zs:
         result["zero_shot_ir"] = zs
@@ -118,9 +111,15 @@ class ImageEmbedder:
 
 
 def write_results(results: dict[str, dict], out_dir: str, storage=None) -> None:
-    """retrieval.json and retrieval.md (paper Table 4 layout, plus per source)."""
+    """retrieval.json and retrieval.md (paper Table 4 layout, plus per source); the queries with
+    their top 5 (for the HTML report) apart, in retrieval_examples.json."""
     storage = storage or Storage.from_env()
+    examples = {name: {"split": r["split"], "k": 5, "examples": r["examples"]}
+                for name, r in results.items() if r.get("examples")}
+    results = {name: {k: v for k, v in r.items() if k != "examples"} for name, r in results.items()}
     storage.write_text(join(out_dir, "retrieval.json"), json.dumps(results, indent=1, sort_keys=True))
+    if examples:
+        storage.write_text(join(out_dir, "retrieval_examples.json"), json.dumps(examples, indent=1, sort_keys=True))
     md = [markdown_table({name: r["overall"] for name, r in results.items()}, "Retrieval (R@1/5/10, %)")]
     for name, r in results.items():
         if r["per_source"]:

@@ -129,6 +129,34 @@ def six_directions(emb: dict[str, np.ndarray], sample_ids, caption_keys, ks=KS, 
     return out
 
 
+def retrieval_examples(emb: dict[str, np.ndarray], sample_ids, caption_keys, queries: int = 4, k: int = 5) -> list[dict]:
+    """Queries with their top k, per direction, for the HTML report (retrieval_examples.json).
+    The queries are the rows with the smallest sample_ids (the same rows for every model); ties
+    are broken by gallery index, as in the ranks above; `hit` marks a positive (same caption key
+    for text, same sample for RGB↔IR)."""
+    q_rows = sorted(range(len(sample_ids)), key=lambda i: str(sample_ids[i]))[:queries]
+    out = []
+    for a, b in DIRECTIONS:
+        positive = caption_keys if "text" in (a, b) else sample_ids
+        sim = (_normalise(np.asarray(emb[a])[q_rows]) @ _normalise(emb[b]).T).numpy()
+        for q, row in zip(q_rows, sim):
+            out.append({"direction": f"{NAMES[a]}->{NAMES[b]}", "query": str(sample_ids[q]),
+                        "top": [{"sample_id": str(sample_ids[j]), "score": round(float(row[j]), 4),
+                                 "hit": str(positive[j]) == str(positive[q])}
+                                for j in np.argsort(-row, kind="stable")[:k]]})
+    return out
+
+
+def per_source(emb: dict[str, np.ndarray], sample_ids, caption_keys, sources) -> dict[str, dict]:
+    """six_directions within each source (sorted by name) that has at least two rows."""
+    by_src: dict[str, list[int]] = {}
+    for i, s in enumerate(sources):
+        by_src.setdefault(str(s), []).append(i)
+    return {s: six_directions({k: np.asarray(v)[idx] for k, v in emb.items()}, [sample_ids[i] for i in idx],
+                              [caption_keys[i] for i in idx])
+            for s, idx in sorted(by_src.items()) if len(idx) >= 2}
+
+
 def markdown_table(results: dict[str, dict], title: str = "") -> str:
     """Paper Table 4 layout: model | Mean R | IR→Text | Text→IR | RGB→IR | IR→RGB (R@1/5/10)."""
     lines = [f"### {title}" if title else "",

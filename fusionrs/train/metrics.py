@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -51,9 +52,9 @@ class MetricsLog:
         if self.tb:
             for k, v in clean.items():
                 self.tb.add_scalar(prefix + k, v, step)
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in clean.items())
-        print(f"[{self.name}] step {step}  {prefix.rstrip('/')}  {shown}", flush=True)
-        if time.time() - self.last_flush > 30:
+        if self.remote:  # no driver can tail the file: say it here (it reaches the job's logs)
+            print(format_record(self.name, {"step": step, **{prefix + k: v for k, v in clean.items()}}), flush=True)
+        if time.time() - self.last_flush > (30 if self.remote else 2):
             self.flush()
 
     def flush(self) -> None:
@@ -77,6 +78,53 @@ class MetricsLog:
             self.tb.close()
         if self.remote:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def format_record(run: str, record: dict) -> str:
+    """One console line per metrics record: `[run] step 40  train  loss 1.23  lr 0.001 ...`."""
+    groups: dict[str, list[str]] = {}
+    for k, v in record.items():
+        if "/" in k and isinstance(v, (int, float)):
+            kind, name = k.split("/", 1)
+            groups.setdefault(kind, []).append(f"{name} {v:.4g}")
+    return f"[{run}] step {record.get('step')}  " + "  ".join(f"{kind}: {' '.join(v)}" for kind, v in groups.items())
+
+
+class MetricsTail:
+    """The driver's view of a local run: prints each new metrics.jsonl record as one line while
+    training runs (workers' own stdout stays in their logs)."""
+
+    def __init__(self, cfg: TrainConfig, every_s: float = 1.0):
+        self.path = Path(metrics_dir(cfg)) / "metrics.jsonl"
+        self.run, self.every_s = cfg.run.name, every_s
+        self.offset = self.path.stat().st_size if self.path.exists() else 0  # a resumed run: only new lines
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self._read()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._read()
+
+    def _read(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path) as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        self.offset += len(complete.encode())
+        for line in complete.splitlines():
+            if line.strip():
+                print(format_record(self.run, json.loads(line)), flush=True)
 
 
 def read_metrics(cfg_or_dir) -> list[dict]:

@@ -37,7 +37,8 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from fusionrs.config.train import LoaderConfig, TrainConfig
-from fusionrs.train.metrics import MetricsLog
+from fusionrs.core.ray_session import start_ray
+from fusionrs.train.metrics import MetricsLog, MetricsTail
 
 
 class Step(Protocol):
@@ -118,7 +119,16 @@ def fit(cfg: TrainConfig, step_cls: type, train: ray.data.Dataset, train_rows: i
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         datasets=datasets,
     )
-    return trainer.fit()
+    if "://" in cfg.run.storage_path:
+        return trainer.fit()
+    with MetricsTail(cfg):  # one console line per log_every steps, from the run's metrics file
+        return trainer.fit()
+
+
+def start_ray_for(cfg: TrainConfig) -> None:
+    """Ray for a training run (joined or started, quiet console; INFO lines to the run's logs)."""
+    local = "://" not in cfg.run.storage_path
+    start_ray(log_file=str(Path(cfg.run.storage_path) / cfg.run.name / "logs" / "ray.log") if local else None)
 
 
 def shuffled_dataset(ds: ray.data.Dataset, rows: int, cfg: TrainConfig) -> ray.data.Dataset:

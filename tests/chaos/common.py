@@ -44,7 +44,9 @@ def free_port() -> int:
 
 def start_head(num_cpus: int, extra: list[str] = (), env_extra: dict | None = None) -> tuple[str, int, str]:
     """`ray start --head` with its own temp dir and free ports (never `ray stop`: that would end
-    every Ray on the machine). Returns (temp_dir, gcs_port, dashboard_port as str)."""
+    every Ray on the machine). Returns (temp_dir, gcs_port, dashboard_port as str). End it with
+    `kill_head(temp_dir, gcs_port)`, which also removes the temp dir; a head that fails to start
+    is cleaned up here before the error propagates."""
     import os
     import shutil
     import subprocess
@@ -56,28 +58,83 @@ def start_head(num_cpus: int, extra: list[str] = (), env_extra: dict | None = No
                                                "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port",
                                                "node-manager-port", "object-manager-port")]
     env = {**os.environ, **(env_extra or {})}
-    subprocess.run([shutil.which("ray", path=env.get("PATH")) or "ray", "start", "--head", f"--port={port}",
-                    f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--num-cpus={num_cpus}",
-                    "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports, *extra],
-                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        subprocess.run([shutil.which("ray", path=env.get("PATH")) or "ray", "start", "--head", f"--port={port}",
+                        f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--num-cpus={num_cpus}",
+                        "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports, *extra],
+                       env=env, check=True, capture_output=True, timeout=120)
+    except BaseException:
+        kill_head(temp_dir, port)  # whatever half-started, and the temp dir
+        raise
     return temp_dir, port, str(dash)
 
 
-def kill_head(temp_dir: str, port: int | None = None) -> None:
-    """Every process of that head (its temp dir or GCS port on the command line) and their children."""
+# Characters that may sit right before a path inside one argument (`--temp-dir=/tmp/x`,
+# `--addresses=a,/tmp/x`, `"/tmp/x"`) and right after the port in `host:port` forms.
+_PATH_BEFORE = "=:,;'\""
+_PORT_AFTER = ",;/'\""
+
+
+def is_head_process(cmdline: list[str] | tuple[str, ...], temp_dir: str, port: int | None = None) -> bool:
+    """Whether a command line belongs to the head started with this temp dir and GCS port.
+
+    - the temp dir must appear as a whole path prefix: `/tmp/frsab` matches `/tmp/frsab`,
+      `--temp-dir=/tmp/frsab` and `/tmp/frsab/session_x/sockets/raylet`, never `/tmp/frsabc`;
+    - the port must be a whole argument `--port=<port>` or end a `host:<port>` argument
+      (`--gcs-address=127.0.0.1:4123`): `:4123` never matches `:41234` or `:4123` inside
+      something longer.
+    Arguments are also split on whitespace (a process that rewrote its title may show its whole
+    command line as one element)."""
+    root = temp_dir.rstrip("/") or "/"
+    tokens = [t for a in cmdline for t in str(a).split()]
+    for tok in tokens:
+        start = tok.find(root)
+        while start != -1:
+            end = start + len(root)
+            before_ok = start == 0 or tok[start - 1] in _PATH_BEFORE
+            after_ok = end == len(tok) or tok[end] in "/" + _PORT_AFTER
+            if before_ok and after_ok:
+                return True
+            start = tok.find(root, start + 1)
+        if port is not None:
+            if tok == f"--port={port}":
+                return True
+            p = f":{port}"
+            start = tok.find(p)
+            while start != -1:
+                end = start + len(p)
+                if end == len(tok) or tok[end] in _PORT_AFTER:
+                    return True
+                start = tok.find(p, start + 1)
+    return False
+
+
+def kill_head(temp_dir: str, port: int | None = None, timeout: float = 10.0) -> None:
+    """Every process of that head (is_head_process) and their children, then its temp dir.
+    Never this process or its ancestors, and nothing of another head."""
+    import os
+    import shutil
+
     import psutil
 
-    marks = [temp_dir] + ([f":{port}"] if port else [])
-    victims = []
+    me = psutil.Process(os.getpid())
+    spared = {me.pid, *(p.pid for p in me.parents())}
+    victims: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if any(m in cmd for m in marks):
-            try:  # agents and workers rename themselves "ray::...": take the whole tree
-                victims += [proc, *proc.children(recursive=True)]
-            except psutil.Error:
-                pass
-    for proc in victims:
+        if proc.pid in spared or not is_head_process(proc.info["cmdline"] or [], temp_dir, port):
+            continue
+        try:  # agents and workers rename themselves "ray::...": take the whole tree
+            for p in (proc, *proc.children(recursive=True)):
+                if p.pid not in spared:
+                    victims[p.pid] = p
+        except psutil.Error:
+            pass
+    for proc in victims.values():
         try:
             proc.kill()
         except psutil.Error:
             pass
+    psutil.wait_procs(list(victims.values()), timeout=timeout)
+    # Only a temp dir start_head made (frs* under /tmp), never some other path passed in by mistake.
+    if os.path.basename(temp_dir.rstrip("/")).startswith("frs") and os.path.dirname(temp_dir.rstrip("/")) == "/tmp":
+        shutil.rmtree(temp_dir, ignore_errors=True)

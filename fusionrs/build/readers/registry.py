@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Iterator
 
 import fusionrs.build.readers.rs5m_wds as rs5m_wds
+from fusionrs.build.readers.base import SourceError, SourceRecord, WorkUnit, make_sample_id
 from fusionrs.build.readers.karpathy_json import plan as karpathy_plan
 from fusionrs.build.readers.nwpu import plan as nwpu_plan
 from fusionrs.build.readers.skyscript_csv import plan as skyscript_plan
-from fusionrs.build.readers.base import SourceError, SourceRecord, WorkUnit, make_sample_id
 from fusionrs.core.storage import ReadRefused, Storage
 from fusionrs.dataset.schema import MISSING_FILE, READ_ERROR
 

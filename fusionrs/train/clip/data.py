@@ -10,6 +10,7 @@ import io
 import numpy as np
 import ray
 from PIL import Image
+from ray.data.expressions import col
 
 from fusionrs.core.storage import Storage
 from fusionrs.dataset.load import read_dataset
@@ -21,14 +22,16 @@ FILTER_COLUMNS = ["split", "ir_caption_status", "is_eval_representative"]
 IR_AWARE_SETTINGS = ("A-original", "B-iraware", "C-mixed")  # IR-aware fine-tuning: the accepted subset
 
 
-def keep_row(row: dict, split: str, setting: str, eval_only: bool = False) -> bool:
-    if row["split"] != split:
-        return False
-    if eval_only and not row["is_eval_representative"]:
-        return False  # one row per group in val/test, as the official protocol
+def row_filter(split: str, setting: str, eval_only: bool = False):
+    """The rows a setting uses, as a Ray Data expression (evaluated by Arrow, not per Python row):
+    the split; one row per joint group for evaluation (as the official protocol); the accepted
+    IR-aware captions for the IR-aware fine-tuning settings."""
+    keep = col("split") == split
+    if eval_only:
+        keep = keep & (col("is_eval_representative") == True)  # noqa: E712 - an Arrow expression
     if setting in IR_AWARE_SETTINGS:
-        return row["ir_caption_status"] == IR_CAPTION_ACCEPTED
-    return True
+        keep = keep & (col("ir_caption_status") == IR_CAPTION_ACCEPTED)
+    return keep
 
 
 def preprocess_batch(batch: dict, preprocess, tokenizer) -> dict:
@@ -51,7 +54,7 @@ def clip_rows(output: str, split: str, setting: str, storage: Storage, eval_only
               columns: list[str] = COLUMNS, shuffle_seed: int | None = None) -> ray.data.Dataset:
     """The rows of `split` that `setting` trains or evaluates on, unprocessed (JPEG bytes)."""
     ds = read_dataset(output, columns, storage, shuffle_seed)
-    return ds.filter(functools.partial(keep_row, split=split, setting=setting, eval_only=eval_only))
+    return ds.filter(expr=row_filter(split, setting, eval_only))
 
 
 def preprocessed(ds: ray.data.Dataset, preprocess, tokenizer, batch_size: int = 64) -> ray.data.Dataset:

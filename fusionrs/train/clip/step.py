@@ -24,7 +24,7 @@ from fusionrs.eval.retrieval import six_directions
 from fusionrs.train.clip.data import clip_rows, count_rows, preprocessed
 from fusionrs.train.clip.loss import trimodal_loss
 from fusionrs.train.clip.model import create_from, export_open_clip
-from fusionrs.train.trainer import Engine, best_checkpoint, fit, shuffled_dataset
+from fusionrs.train.trainer import Engine, best_checkpoint, fit, shuffled_dataset, start_ray_for
 
 NEEDED = {"580k-only": ("rgb", "ir", "text"), "A-original": ("ir", "text"), "B-iraware": ("ir", "text_ir"),
           "C-mixed": ("rgb", "ir", "text", "text_ir")}
@@ -98,6 +98,7 @@ def embed(model, batches, device) -> dict:
 def train_clip(cfg: ClipTrainConfig, storage: Storage | None = None, callbacks=()):
     """Run (or resume) training; returns the Ray Train result and where the exports are."""
     storage = storage or Storage.from_env()
+    start_ray_for(cfg)
     _, preprocess, tokenizer = create_from(cfg.model)
     rows = count_rows(cfg.data, "train", cfg.setting, storage)
     streaming = rows >= cfg.loader.materialize_below
