@@ -3,13 +3,15 @@
     fusionrs demo [--out out/demo]                   sample data → build → tiny CLIP and VLM, trained and evaluated
     fusionrs build --config CONFIG [key=value ...]   the build (same as python -m jobs.build_dataset)
     fusionrs plan --config CONFIG [--synthetic N]    the split and a cost forecast, before paying
+    fusionrs report OUT [--train RUN ...] [--eval DIR ...]   one HTML page: build, curves, evaluation, cost
     fusionrs sample OUT [--per-source N]             generated sources in the five real formats
     fusionrs cost OUTPUT                             the cost ledger: per run, per stage, work reused
-    fusionrs release OUT / verify OUT / takedown OUT ID... --reason R   release files, checks, tombstones
+    fusionrs release OUT / verify OUT / tombstone OUT --sample-id ID... --reason R   release files, checks, takedowns
     fusionrs eval-data hit-uav-vqa ROOT --out FILE   HIT-UAV real-thermal VQA questions
     fusionrs config show {build,clip,vlm,eval}       every config key, its default and what it does
     fusionrs tiny-model KIND OUT                     a tiny random model in its real on-disk format
     fusionrs convert-diffv2ir CKPT OUT_DIR           LDM DiffV2IR checkpoint → diffusers folder
+    fusionrs convert-llava SRC OUT                   original LLaVA / GeoChat / H2RSVLM → Hugging Face LLaVA
 
 A config is a recipe name (`--config demo`) or a YAML path; `--config` may stand anywhere.
 """
@@ -24,7 +26,7 @@ import sys
 
 from fusionrs.config import BuildConfig, ClipTrainConfig, ConfigError, EvalConfig, VlmTrainConfig, load_config
 from fusionrs.config.loader import format_keys
-from fusionrs.recipes import recipe
+from fusionrs.config.recipes import recipe
 
 CONFIGS = {"build": BuildConfig, "clip": ClipTrainConfig, "vlm": VlmTrainConfig, "eval": EvalConfig}
 
@@ -66,6 +68,7 @@ def cmd_demo(args) -> int:
     r = run_demo(args.out, args.per_source, args.overrides, clip=not args.skip_clip, vlm=not args.skip_vlm)
     c, out = r["manifest"]["counts"], args.out
     print("\n" + "=" * 72)
+    print(f"report       : {r['report']}   (open it in a browser: build, curves, evaluation, cost)")
     print(f"demo finished in {r['seconds']:.0f}s: {c['triplets']} triplets, {c['rejects']} rejects")
     for md, what in ((r["clip_md"], f"retrieval    : {out}/eval/retrieval.md (and .json)"),
                      (r["vlm_md"], f"generative   : {out}/eval/vlm_results.md (and .json, predictions in vlm_predictions.jsonl)")):
@@ -77,6 +80,17 @@ def cmd_demo(args) -> int:
           f"rejects: {b}/rejects/\n  manifest     : {b}/manifest.json")
     print("rebuild with changes, e.g.:  fusionrs build --config demo output=out/demo-2 split.seed=3 "
           f"{' '.join(a for a in _sample_roots(out))}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from fusionrs.report_html import write_report
+
+    try:
+        print(write_report(args.output, args.train, args.eval, out=args.out, examples=args.examples))
+    except FileNotFoundError as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -131,6 +145,9 @@ def cmd_verify(args) -> int:
 def cmd_takedown(args) -> int:
     from fusionrs.build.tombstone import TombstoneError, tombstone
 
+    if not args.sample_ids:
+        print("tombstone: name at least one sample_id (positional or --sample-id)", file=sys.stderr)
+        return 2
     try:
         info = tombstone(args.output, args.sample_ids, args.reason, whole_groups=args.whole_groups, date=args.date)
     except TombstoneError as e:
@@ -185,17 +202,33 @@ def cmd_tiny_model(args) -> int:
         path = (write_tiny_sam if args.kind == "sam" else write_tiny_blip)(args.out, seed=args.seed)
         key = "translate.seg=sam translate.sam_model" if args.kind == "sam" else "translate.prompt_caption=blip translate.blip_model"
         print(f"wrote a tiny {args.kind.upper()} (Hugging Face format) to {path}; use it with: {key}={path}")
+    elif args.kind in ("geochat", "h2rsvlm"):
+        from fusionrs.dev.tiny_llava_original import write_tiny_geochat, write_tiny_h2rsvlm
+
+        paths = (write_tiny_geochat if args.kind == "geochat" else write_tiny_h2rsvlm)(args.out, seed=args.seed)
+        tower = f" --vision-tower {paths['vision_tower']}" if args.kind == "geochat" else ""
+        print(f"wrote a tiny {args.kind} in the original LLaVA layout to {paths['checkpoint']}; convert it with:\n"
+              f"  fusionrs convert-llava {paths['checkpoint']}{tower} {args.out}/converted")
     else:
         from fusionrs.dev import tiny_vlm
 
-        writer = {"qwen2_5_vl": tiny_vlm.write_tiny_qwen2_5_vl, "instructblip": tiny_vlm.write_tiny_instructblip}.get(
+        writer = {"qwen2_5_vl": tiny_vlm.write_tiny_qwen2_5_vl, "instructblip": tiny_vlm.write_tiny_instructblip,
+                  "blip2_opt": tiny_vlm.write_tiny_blip2_opt}.get(
             args.kind, functools.partial(tiny_vlm.write_tiny_llava, next_=args.kind == "llava_next"))
         path = writer(args.out, seed=args.seed)
         print(f"wrote a tiny {args.kind} (Hugging Face format) to {path}; use it with: model.path={path}")
     return 0
 
 
-TINY_KINDS = ["diffv2ir", "clip", "qwen2_5_vl", "llava", "llava_next", "instructblip", "sam", "blip"]
+TINY_KINDS = ["diffv2ir", "clip", "qwen2_5_vl", "llava", "llava_next", "instructblip", "blip2_opt", "geochat",
+              "h2rsvlm", "sam", "blip"]
+
+
+def cmd_convert_llava(args) -> int:
+    from fusionrs.train.vlm.convert_llava import main as convert_main
+
+    argv = [args.src, args.out] + (["--vision-tower", args.vision_tower] if args.vision_tower else [])
+    return convert_main(argv + (["--image-size", str(args.image_size)] if args.image_size else []))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -240,9 +273,12 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check a released output: hashes, row counts, schema, leakage, machine paths")
     v.add_argument("output", help="the released output folder")
     v.set_defaults(fn=cmd_verify)
-    td = sub.add_parser("takedown", help="remove samples (a tombstone in the manifest) and rewrite the release files")
+    td = sub.add_parser("tombstone", aliases=["takedown"],
+                        help="remove samples (a tombstone in the manifest) and rewrite the release files")
     td.add_argument("output", help="the build's output folder")
-    td.add_argument("sample_ids", nargs="+", help="the sample_ids to take down")
+    td.add_argument("sample_ids", nargs="*", help="the sample_ids to take down (or --sample-id)")
+    td.add_argument("--sample-id", dest="sample_ids", action="extend", nargs="+", metavar="ID",
+                    help="a sample_id to take down (repeatable)")
     td.add_argument("--reason", required=True, help="why (recorded with the date in the manifest)")
     td.add_argument("--whole-groups", action="store_true", help="take down the samples' whole joint groups")
     td.add_argument("--date", default=None, help="the takedown's date (YYYY-MM-DD; default today)")
@@ -266,6 +302,22 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--ldm-config", default=None, help="LDM config (generate.yaml); default: CKPT.yaml or DiffV2IR's")
     v.add_argument("--tokenizer", default=None, help="a CLIP tokenizer folder; default: built from open_clip's BPE")
     v.set_defaults(fn=cmd_convert_diffv2ir)
+    cl = sub.add_parser("convert-llava", help="original LLaVA / GeoChat / H2RSVLM checkpoint → Hugging Face LLaVA "
+                                              "folder (docs/vlm-conversion.md)")
+    cl.add_argument("src", help="the original checkpoint folder (config.json with mm_vision_tower), local or s3://")
+    cl.add_argument("out", help="the Hugging Face folder to write")
+    cl.add_argument("--vision-tower", default=None, help="the CLIP folder; default: mm_vision_tower when it is local")
+    cl.add_argument("--image-size", type=int, default=None,
+                    help="input side in pixels (position grid interpolated); default: the tower's, 504 for GeoChat")
+    cl.set_defaults(fn=cmd_convert_llava)
+    rp = sub.add_parser("report", help="one self-contained HTML page: build, training curves, evaluation, cost")
+    rp.add_argument("output", help="the build's output folder")
+    rp.add_argument("--train", action="extend", nargs="+", default=[], metavar="RUN",
+                    help="training run folder(s): <run.storage_path>/<run.name>")
+    rp.add_argument("--eval", action="extend", nargs="+", default=[], metavar="DIR", help="evaluation folder(s)")
+    rp.add_argument("--out", default=None, help="where to write it (default OUTPUT/report.html; never released)")
+    rp.add_argument("--examples", type=int, default=4, help="examples per reason, code, task and direction")
+    rp.set_defaults(fn=cmd_report)
     t = sub.add_parser("tiny-model", help="write a tiny random model in the real on-disk format (debug model)")
     t.add_argument("kind", choices=TINY_KINDS, help="which model family")
     t.add_argument("out", help="the folder to write")

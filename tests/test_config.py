@@ -119,3 +119,37 @@ def test_schema_doc_is_generated_from_the_dataset_module():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
     assert doc.read_text() == markdown(), "docs/schema.md is stale: python -m fusionrs.dataset.schema > docs/schema.md"
+
+
+@pytest.mark.parametrize("job,key", [("build_dataset", "translate.backend"), ("train_clip", "model.config_json"),
+                                     ("train_vlm", "inputs"), ("evaluate", "vlm.adapters")])
+def test_every_job_help_exits_0_and_lists_its_keys(job, key):
+    """`python -m jobs.X --help`, as a user runs it from the checkout (no Ray started)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", f"jobs.{job}", "--help"], cwd=repo, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert key in r.stdout and "--config" in r.stdout and f"usage: python -m jobs.{job}" in r.stdout, r.stdout[:500]
+
+
+def test_every_cli_option_has_help():
+    import argparse
+
+    from fusionrs.cli import parser
+
+    missing = []
+
+    def walk(p: argparse.ArgumentParser, path: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(parser(), "fusionrs")
+    assert not missing, missing

@@ -103,7 +103,7 @@ def test_synthetic_600k_plan_meets_the_recipe_counts(tmp_path):
     600K run's figures are in docs/benchmarks.md): the recipe's per-source counts scaled
     exactly, no cross-split group, and a forecast for the configured cluster."""
     from fusionrs.build.forecast import run_plan
-    from fusionrs.recipes import recipe
+    from fusionrs.config.recipes import recipe
 
     c = load_config(recipe("fusionrs-600k"), ["caption.price_in_per_mtok=0.7", "caption.price_out_per_mtok=0.7",
                                               "cost.gpu_hour_usd=3"])

@@ -30,7 +30,7 @@ from fusionrs.config.build import BuildConfig
 from fusionrs.core.storage import Storage
 from fusionrs.dataset.layout import Layout
 from fusionrs.dataset.schema import SPLITS
-from fusionrs.recipes import recipe
+from fusionrs.config.recipes import recipe
 
 # Duplicate structure of the synthetic metadata: shares of rows, set after the official rc4
 # audit (official implementation §3.2: 84,375 of 600,000 rows in RGB near-duplicate clusters,

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from fusionrs.config.loader import ConfigError, choice, in_range, positive
-from fusionrs.config.train import VLM_TASKS, ClipModelConfig
+from fusionrs.config.train import VLM_INPUTS, VLM_TASKS, ClipModelConfig
 
 
 @dataclass(kw_only=True)
@@ -39,6 +39,7 @@ class VlmEvalConfig:
 
     model: str = ""  # the base model: a Hugging Face folder, local or s3://
     adapters: dict[str, str] = field(default_factory=dict)  # name → LoRA adapter folder; "" = the base model alone
+    inputs: dict[str, str] = field(default_factory=dict)  # name → ir | rgb+ir; default: what the adapter was trained with, else ir
     tasks: list[str] = field(default_factory=lambda: list(VLM_TASKS))
     max_pixels: int = 0  # the processor's image budget (0: its own)
     min_pixels: int = 0  # the processor's smallest image budget (0: its own)
@@ -47,6 +48,8 @@ class VlmEvalConfig:
     def validate(self, where: str) -> None:
         for t in self.tasks:
             choice(f"{where}.tasks[]", t, VLM_TASKS)
+        for name, mode in self.inputs.items():
+            choice(f"{where}.inputs.{name}", mode, VLM_INPUTS)
         if self.adapters and not self.model:
             raise ConfigError(f"{where}.model: required with {where}.adapters")
 

@@ -15,6 +15,7 @@ from fusionrs.config.loader import ConfigError, choice, in_range, positive
 CLIP_SETTINGS = ("580k-only", "A-original", "B-iraware", "C-mixed")
 VLM_SETTINGS = ("A-original", "B-iraware", "C-mixed")
 VLM_TASKS = ("caption", "scene", "object", "ir_cue")
+VLM_INPUTS = ("ir", "rgb+ir")  # per row: the IR image, or the RGB image then its IR image
 
 
 @dataclass(kw_only=True)
@@ -183,6 +184,7 @@ class VlmTrainConfig(TrainConfig):
     lora: LoraConfig = field(default_factory=LoraConfig)
     setting: str = "B-iraware"  # A-original | B-iraware | C-mixed
     tasks: list[str] = field(default_factory=lambda: list(VLM_TASKS))  # caption, scene, object, ir_cue
+    inputs: str = "ir"  # ir | rgb+ir: two images per turn (Qwen2.5-VL, LLaVA-NeXT) or side by side (docs/vlm.md)
     micro_batch_size: int = 1  # per worker and micro-step
     packing: bool = False  # a micro-step's examples as one padding-free row (Qwen2.5-VL; docs/vlm-packing.md)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_ratio=0.03, grad_accum=8))
@@ -191,6 +193,7 @@ class VlmTrainConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         choice("setting", self.setting, VLM_SETTINGS)
+        choice("inputs", self.inputs, VLM_INPUTS)
         if not self.tasks:
             raise ConfigError("tasks: at least one task is required")
         for t in self.tasks:

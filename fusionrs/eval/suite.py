@@ -34,6 +34,7 @@ from fusionrs.eval.clip_eval import ImageEmbedder, embed_split, evaluate_clip, w
 from fusionrs.eval.vlm_eval import evaluate_vlm, generate, write_vlm_results
 from fusionrs.eval.vlm_metrics import TABLE5
 from fusionrs.train.clip.model import create_clip
+from fusionrs.train.vlm.model import trained_with
 
 
 @dataclass
@@ -77,7 +78,8 @@ def clip_benchmarks(cfg: EvalConfig, storage: Storage, out: SuiteResult) -> None
             test = embed_split(cfg.data, cfg.split, *args, storage, c.actors, c.num_gpus, c.batch_size)
         if b.fusionrs:
             retrieval[name] = evaluate_clip(cfg.data, cfg.split, *args, embeddings=test)
-            out.results.setdefault("fusionrs_retrieval", {})[name] = retrieval[name]
+            out.results.setdefault("fusionrs_retrieval", {})[name] = {  # the top-5 examples: retrieval_examples.json
+                k: v for k, v in retrieval[name].items() if k != "examples"}
         if b.fusion:
             val = _try(lambda: embed_split(cfg.data, "val", *args, storage, c.actors, c.num_gpus, c.batch_size))
             if val is None:
@@ -138,16 +140,20 @@ def vlm_benchmarks(cfg: EvalConfig, storage: Storage, out: SuiteResult) -> None:
     questions = hit_uav.build_hit_uav_vqa(hit[0], b.hit_uav.seed) if hit is not None else []
     generative, hit_predictions = {}, []
     for name, adapter in (v.adapters or {"base": ""}).items():
+        # What the model sees: as configured, else what the adapter was trained with, else IR.
+        inputs = v.inputs.get(name) or trained_with(adapter, storage).get("inputs") or "ir"
         if b.fusionrs:
             r = evaluate_vlm(cfg.data, cfg.split, v.model, adapter=adapter, tasks=v.tasks, actors=c.actors,
                              num_gpus=c.num_gpus, batch_size=c.batch_size, max_pixels=v.max_pixels,
-                             min_pixels=v.min_pixels, n_boot=v.bootstrap)
+                             min_pixels=v.min_pixels, n_boot=v.bootstrap, inputs=inputs)
             generative[name] = r
             audit_rows = [{**p, "evaluation_type": "caption", "task_type": p["task"], "benchmark_id": p["sample_id"],
                            "references": json.loads(p["references"])} for p in r["predictions"] if p["task"] == "caption"]
             out.results.setdefault("fusionrs_generative", {})[name] = {
                 **{k: val for k, val in r.items() if k != "predictions"}, "audit": audit_outputs(audit_rows)}
-        if questions:
+        if questions and inputs != "ir":
+            out.skipped[f"hit_uav_vqa ({name})"] = f"HIT-UAV has thermal images only; {name} reads {inputs}"
+        elif questions:
             folder = hit[1]
             items = [{**q, "image_uri": join(folder, q["image_locator"].rsplit("/", 1)[-1]),
                       "instruction": q["prompt"]} for q in questions]
@@ -261,15 +267,17 @@ def vlm_table(s: SuiteResult) -> str:
     r = s.results
     models = sorted({m for b in ("fusionrs_generative", "hit_uav_vqa") for m in r.get(b, {})})
     cols = [name for name, _, _ in TABLE5]
-    lines = ["### VLM: every benchmark", "| Model | " + " | ".join(cols) + " | HIT-UAV VQA acc | Cap. IR-cue rate (audit) |",
-             "|---" * (len(cols) + 3) + "|"]
+    lines = ["### VLM: every benchmark",
+             "| Model | Inputs | " + " | ".join(cols) + " | HIT-UAV VQA acc | Cap. IR-cue rate (audit) |",
+             "|---" * (len(cols) + 4) + "|"]
     for m in models:
         g = r.get("fusionrs_generative", {}).get(m, {})
+        inputs = {"ir": "IR", "rgb+ir": "RGB+IR"}.get(g.get("inputs", "ir"), g.get("inputs"))
         cells = [_num((g.get("metrics", {}).get(metric) or {}).get("mean")) for _, _, metric in TABLE5]
         h = r.get("hit_uav_vqa", {}).get(m, {})
         cells.append(_num((h.get("overall") or {}).get("accuracy")))
         cells.append(_num(_pct(g.get("audit", {}).get("caption", {}).get("overall", {}).get("ir_cue_rate"))))
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | {inputs} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + _skipped(s) + "\n"
 
 

@@ -1,7 +1,8 @@
 """Generative evaluation of a VLM (base, or base + LoRA adapter) on a build's val/test split.
 
 Items: the split's IR-aware subset, one image per group (eval representatives), × the four
-tasks. Generation is a Ray Data pass over an actor pool (the model loads once per actor; GPU
+tasks; with `inputs="rgb+ir"` each item carries the RGB image too and the instructions name both
+(what an adapter trained with `inputs: rgb+ir` expects; instructions.INSTRUCTIONS_RGB_IR). Generation is a Ray Data pass over an actor pool (the model loads once per actor; GPU
 actors on a cluster), greedy decoding, batched per task (max_new_tokens 96 for captions and
 IR-cue QA, 32 for scene and object QA). A row whose generation fails or comes back empty keeps
 its place with an empty prediction and a status (it is scored 0: the denominator never shrinks).
@@ -27,7 +28,7 @@ from fusionrs.core.storage import Storage, join
 from fusionrs.eval.vlm_metrics import GENERATION_OK, aggregate, score_row, table5
 from fusionrs.train.vlm.chat import decode_image, generation_inputs
 from fusionrs.train.vlm.data import ir_aware_rows
-from fusionrs.train.vlm.instructions import INSTRUCTIONS, MAX_NEW_TOKENS, TASKS, objects_in, scene_label
+from fusionrs.train.vlm.instructions import MAX_NEW_TOKENS, TASKS, instruction_texts, objects_in, scene_label
 from fusionrs.train.vlm.model import load_model, load_processor
 
 
@@ -43,11 +44,13 @@ def references(row: dict, task: str) -> list[str]:
     return [ir_aware] if ir_aware else []
 
 
-def eval_items(batch: dict, tasks: tuple[str, ...] = TASKS) -> dict:
+def eval_items(batch: dict, tasks: tuple[str, ...] = TASKS, inputs: str = "ir") -> dict:
     """Triplet rows → evaluation items (one per image and task that has a reference): the
-    Generator's columns `image`, `instruction`, `max_new_tokens`, plus what scoring needs."""
-    cols: dict[str, list] = {k: [] for k in ("sample_id", "source", "task", "instruction", "max_new_tokens",
-                                             "references", "image")}
+    Generator's columns `image` (IR), `rgb_image` (rgb+ir only), `instruction`, `max_new_tokens`,
+    plus what scoring needs."""
+    texts = instruction_texts(inputs)
+    keys = ["sample_id", "source", "task", "instruction", "max_new_tokens", "references", "image"]
+    cols: dict[str, list] = {k: [] for k in keys + (["rgb_image"] if inputs == "rgb+ir" else [])}
     for i in range(len(batch["sample_id"])):
         row = {k: batch[k][i] for k in ("caption", "ir_aware_caption", "class_name")}
         for task in tasks:
@@ -57,17 +60,20 @@ def eval_items(batch: dict, tasks: tuple[str, ...] = TASKS) -> dict:
             cols["sample_id"].append(batch["sample_id"][i])
             cols["source"].append(batch["source"][i])
             cols["task"].append(task)
-            cols["instruction"].append(INSTRUCTIONS[task])
+            cols["instruction"].append(texts[task])
             cols["max_new_tokens"].append(MAX_NEW_TOKENS[task])
             cols["references"].append(json.dumps(refs))
             cols["image"].append(batch["ir_jpeg"][i])
+            if "rgb_image" in cols:
+                cols["rgb_image"].append(batch["rgb_jpeg"][i])
     return cols
 
 
 class Generator:
     """Ray Data actor: loads the processor, the base model and the adapter once. Rows carry an
-    `image` (JPEG bytes), an `instruction` and `max_new_tokens`; every other column passes
-    through, and `prediction` and `status` are added. Greedy decoding, batched per length cap."""
+    `image` (JPEG bytes; the IR image), an `instruction` and `max_new_tokens`, and `rgb_image`
+    for dual-image rows (the model then sees RGB then IR: chat.model_view); every other column
+    passes through, and `prediction` and `status` are added. Greedy decoding, batched per length cap."""
 
     def __init__(self, model: str, adapter: str = "", max_pixels: int = 0, min_pixels: int = 0, dtype: str = "auto"):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -87,9 +93,10 @@ class Generator:
         n = len(batch["instruction"])
         preds, status = [""] * n, [GENERATION_OK] * n
         images: list = [None] * n
-        for i, jpeg in enumerate(batch["image"]):
+        for i in range(n):
             try:
-                images[i] = decode_image(jpeg)
+                images[i] = ([decode_image(batch["rgb_image"][i]), decode_image(batch["image"][i])]
+                             if "rgb_image" in batch else decode_image(batch["image"][i]))
             except Exception as e:  # noqa: BLE001 - a bad image is that row's failure, not the batch's
                 status[i] = f"image_decode_error: {type(e).__name__}"
         for cap in sorted({int(x) for x in batch["max_new_tokens"]}):
@@ -110,7 +117,8 @@ class Generator:
                 preds[i] = t
                 if not t and status[i] == GENERATION_OK:
                     status[i] = "empty"
-        return {**{k: v for k, v in batch.items() if k != "image"}, "prediction": preds, "status": status}
+        return {**{k: v for k, v in batch.items() if k not in ("image", "rgb_image")}, "prediction": preds,
+                "status": status}
 
 
 def generate(ds, model: str, adapter: str = "", actors: int = 1, num_gpus: float = 0.0, batch_size: int = 16,
@@ -126,11 +134,12 @@ def generate(ds, model: str, adapter: str = "", actors: int = 1, num_gpus: float
 
 def evaluate_vlm(data: str, split: str, model: str, adapter: str = "", tasks=TASKS, storage=None, actors: int = 1,
                  num_gpus: float = 0.0, batch_size: int = 16, max_pixels: int = 0, min_pixels: int = 0,
-                 n_boot: int = 1000) -> dict:
+                 n_boot: int = 1000, inputs: str = "ir") -> dict:
     """Generate on the split and score; returns {metrics, per_task_rows, predictions}."""
     storage = storage or Storage.from_env()
-    ds = ir_aware_rows(data, split, storage, eval_only=True)  # the rows training reads, one per group
-    ds = ds.map_batches(eval_items, fn_kwargs={"tasks": tuple(tasks)}, batch_format="numpy", batch_size=64)
+    ds = ir_aware_rows(data, split, storage, eval_only=True, inputs=inputs)  # the rows training reads, one per group
+    ds = ds.map_batches(eval_items, fn_kwargs={"tasks": tuple(tasks), "inputs": inputs}, batch_format="numpy",
+                        batch_size=64)
     predictions = sorted(generate(ds, model, adapter, actors, num_gpus, batch_size, max_pixels, min_pixels),
                          key=lambda r: (r["sample_id"], TASKS.index(r["task"])))
     if not predictions:
@@ -140,7 +149,7 @@ def evaluate_vlm(data: str, split: str, model: str, adapter: str = "", tasks=TAS
         refs = json.loads(p["references"])
         scored.append({"sample_id": p["sample_id"], "task": p["task"],
                        "scores": score_row(p["task"], p["prediction"] if p["status"] == GENERATION_OK else "", refs)})
-    return {"split": split, "model": model, "adapter": adapter, "items": len(predictions),
+    return {"split": split, "model": model, "adapter": adapter, "inputs": inputs, "items": len(predictions),
             "images": len({p["sample_id"] for p in predictions}),
             "failed": sum(p["status"] != GENERATION_OK for p in predictions),
             "metrics": aggregate(scored, n_boot), "predictions": predictions}

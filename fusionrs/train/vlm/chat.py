@@ -9,6 +9,12 @@ is exactly what to mask: labels are −100 over the prompt
 the end token; the response and its end token (`<|im_end|>` for Qwen) carry labels. The official code masks up to the last assistant
 header, which is the same set of tokens for these templates, but needs the header's token IDs of
 each model family.
+
+Two images per row (`inputs: rgb+ir`): the user turn carries the RGB image, then its IR image.
+Processors that take several images per turn (Qwen2.5-VL, LLaVA-NeXT: MULTI_IMAGE) get both; a
+single-image model (LLaVA-1.5, GeoChat, H2RSVLM, BLIP-2, InstructBLIP) gets one side-by-side
+picture, RGB left and IR right at the same height, and the instruction says so (`model_view`).
+Masking counts each image's expanded tokens separately, so it holds for any number of images.
 """
 
 from __future__ import annotations
@@ -27,8 +33,14 @@ PLAIN_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% endfor %}")
 
 
-def messages(instruction: str, response: str | None = None) -> list[dict]:
-    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+# Processor classes that read several images in one user turn; others see a side-by-side picture.
+MULTI_IMAGE = ("Qwen2_5_VLProcessor", "Qwen2VLProcessor", "LlavaNextProcessor")
+SIDE_BY_SIDE_NOTE = "The left half of the picture is the RGB image and the right half its infrared counterpart. "
+
+
+def messages(instruction: str, response: str | None = None, n_images: int = 1) -> list[dict]:
+    content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": instruction}]
+    msgs = [{"role": "user", "content": content}]
     if response is not None:
         msgs.append({"role": "assistant", "content": [{"type": "text", "text": response}]})
     return msgs
@@ -40,25 +52,58 @@ def decode_image(jpeg: bytes):
     return img.convert("RGB")
 
 
+def takes_several_images(processor) -> bool:
+    return type(processor).__name__ in MULTI_IMAGE
+
+
+def side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
+    """`left | right` at the left image's height (right resized, aspect kept)."""
+    h = left.height
+    right = right if right.height == h else right.resize((max(1, round(right.width * h / right.height)), h),
+                                                         Image.BICUBIC)
+    out = Image.new("RGB", (left.width + right.width, h))
+    out.paste(left.convert("RGB"), (0, 0))
+    out.paste(right.convert("RGB"), (left.width, 0))
+    return out
+
+
+def model_view(processor, images: list, instruction: str) -> tuple[list, str]:
+    """What the model reads for one row: its images and its instruction. One image passes as it
+    is; RGB + IR go in as two images where the processor takes several, else as one side-by-side
+    picture with a sentence saying which half is which."""
+    if len(images) == 1 or takes_several_images(processor):
+        return list(images), instruction
+    if len(images) != 2:
+        raise ValueError(f"{type(processor).__name__} takes one image per turn; side by side fits two, not {len(images)}")
+    return [side_by_side(*images)], SIDE_BY_SIDE_NOTE + instruction
+
+
+def _as_list(image) -> list:
+    return list(image) if isinstance(image, (list, tuple)) else [image]
+
+
 def encode_example(processor, image, instruction: str, response: str) -> dict:
-    """One training example: input_ids, attention_mask, labels (1-D lists) and the image tensors."""
-    prompt = processor.apply_chat_template(messages(instruction), tokenize=False, add_generation_prompt=True)
-    full = processor.apply_chat_template(messages(instruction, response), tokenize=False)
+    """One training example: input_ids, attention_mask, labels (1-D lists) and the image tensors.
+    `image`: one PIL image, or a list (RGB then IR) for dual-image rows."""
+    images, instruction = model_view(processor, _as_list(image), instruction)
+    prompt = processor.apply_chat_template(messages(instruction, n_images=len(images)), tokenize=False,
+                                           add_generation_prompt=True)
+    full = processor.apply_chat_template(messages(instruction, response, len(images)), tokenize=False)
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the prompt differently with and without the answer; "
                          "assistant-only masking needs the prompt to be a prefix")
-    enc = processor(text=[full], images=[image], return_tensors="pt")
+    enc = processor(text=[full], images=[images] if len(images) > 1 else images, return_tensors="pt")
     if "qformer_input_ids" in enc:  # InstructBLIP: the Q-Former reads the prompt, as at generation, never the answer
         q = processor.qformer_tokenizer([prompt], return_tensors="pt")
         enc["qformer_input_ids"], enc["qformer_attention_mask"] = q["input_ids"], q["attention_mask"]
     ids = enc["input_ids"][0]
-    # The prompt's length with its image placeholder expanded as the processor expanded it in the
-    # full example: the image is preprocessed once per example, not once more for the prompt.
+    # The prompt's length with its image placeholders expanded as the processor expanded them in
+    # the full example: the images are preprocessed once per example, not once more for the prompt.
     image_token = str(getattr(processor.image_token, "content", processor.image_token))
     image_id = processor.tokenizer.convert_tokens_to_ids(image_token)
     n_image = int((ids == image_id).sum())
     if image_token in prompt:
-        prompt_ids = processor.tokenizer(prompt.replace(image_token, image_token * n_image, 1),
+        prompt_ids = processor.tokenizer(expand_placeholders(prompt, image_token, image_runs(ids, image_id)),
                                          return_tensors="pt")["input_ids"][0]
     else:  # InstructBLIP: the processor puts the query tokens before the text, outside the template
         text_ids = processor.tokenizer(prompt, return_tensors="pt")["input_ids"][0]
@@ -81,6 +126,32 @@ def encode_example(processor, image, instruction: str, response: str) -> dict:
     out = {k: (v[0] if v.ndim == 2 and (v.shape == enc["input_ids"].shape or k.startswith("qformer_")) else v)
            for k, v in enc.items()}
     out["labels"] = labels
+    return out
+
+
+def image_runs(ids: torch.Tensor, image_id: int) -> list[int]:
+    """Lengths of the runs of consecutive image tokens, in order (one run per image, or per group
+    of placeholders with nothing between them)."""
+    runs, n = [], 0
+    for is_image in (ids == image_id).tolist() + [False]:
+        if is_image:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def expand_placeholders(prompt: str, image_token: str, runs: list[int]) -> str:
+    """Each group of adjacent placeholders in `prompt` becomes its run of image tokens."""
+    pieces = prompt.split(image_token)
+    groups = [i for i in range(1, len(pieces)) if i == 1 or pieces[i - 1] != ""]  # a new group after text
+    if len(groups) != len(runs):
+        raise ValueError(f"{len(pieces) - 1} image placeholders in {len(groups)} groups, but {len(runs)} runs of "
+                         "image tokens after the processor: cannot tell which tokens belong to which image")
+    out, run = pieces[0], iter(runs)
+    for i in range(1, len(pieces)):
+        out += (image_token * next(run) if i in groups else "") + pieces[i]
     return out
 
 
@@ -107,8 +178,12 @@ def collate(examples: list[dict], pad_id: int) -> dict:
 
 
 def generation_inputs(processor, images: list, instructions: list[str]):
-    """Left-padded prompts for batched greedy decoding."""
+    """Left-padded prompts for batched greedy decoding. Each entry of `images` is one PIL image or
+    a list (RGB then IR) for dual-image rows."""
     processor.tokenizer.padding_side = "left"
-    prompts = [processor.apply_chat_template(messages(i), tokenize=False, add_generation_prompt=True)
-               for i in instructions]
-    return processor(text=prompts, images=images, return_tensors="pt", padding=True)
+    views = [model_view(processor, _as_list(im), ins) for im, ins in zip(images, instructions)]
+    prompts = [processor.apply_chat_template(messages(ins, n_images=len(ims)), tokenize=False,
+                                             add_generation_prompt=True) for ims, ins in views]
+    several = any(len(ims) > 1 for ims, _ in views)
+    pixels = [ims for ims, _ in views] if several else [ims[0] for ims, _ in views]
+    return processor(text=prompts, images=pixels, return_tensors="pt", padding=True)

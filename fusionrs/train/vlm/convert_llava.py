@@ -157,8 +157,8 @@ def resolve_vision_tower(src: Path, cfg: dict, vision_tower: str | None) -> Path
         path = next((p for p in (Path(name), src / name) if (p / "config.json").exists()), None)
         if path is None:
             raise ConvertError(f"mm_vision_tower {name!r} is not a local folder: download it (e.g. "
-                               f"`huggingface-cli download {name} --local-dir DIR`) and pass vision_tower=DIR "
-                               "(--vision-tower DIR)")
+                               f"`huggingface-cli download {name} --local-dir DIR`) and pass --vision-tower DIR "
+                               "(vision_tower=DIR from Python)")
     if not (path / "config.json").exists():
         raise ConvertError(f"vision tower {path} has no config.json")
     if not (path / "preprocessor_config.json").exists():

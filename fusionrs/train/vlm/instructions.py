@@ -1,4 +1,5 @@
-"""Instruction data for VLM tuning: one row per (IR image, instruction, response).
+"""Instruction data for VLM tuning: one row per (IR image, instruction, response), or per
+(RGB image, IR image, instruction, response) with `inputs: rgb+ir`.
 
 Tasks and their instruction texts are the paper's (paper-facts.md, "VLM instruction tuning"):
 
@@ -14,12 +15,16 @@ has exactly twice the rows). Rows come from the IR-aware subset (IR-aware captio
 every setting, so A and B see the same images. A sample whose scene cannot be derived, or whose
 caption names no object or cue, gets no row for that task (counted in `skipped`), never a
 made-up answer.
+
+With `inputs: rgb+ir` the instruction texts name both images (INSTRUCTIONS_RGB_IR): the tasks,
+responses and rows are the same; only what the model sees and is told differs.
 """
 
 from __future__ import annotations
 
 import re
 
+from fusionrs.config.train import VLM_INPUTS as INPUTS
 from fusionrs.config.train import VLM_TASKS as TASKS
 from fusionrs.core.lexicon import IR_CUE_WORDS
 
@@ -33,6 +38,26 @@ INSTRUCTIONS = {
               "intensity, high contrast, bright structures, low-texture or dark regions, and structural "
               "outlines if present.",
 }
+# The same tasks for a model shown the RGB image and its IR image (our addition: the paper's
+# "dual-modal" tuning, like the official code, feeds the IR image alone; docs/vlm.md).
+_PAIR = "this RGB remote sensing image and its infrared counterpart"
+INSTRUCTIONS_RGB_IR = {
+    "caption": f"Describe {_PAIR} in detail.",
+    "scene": f"What is the main scene type in {_PAIR}? Answer with a concise scene label only.",
+    "object": f"What are the main objects or land-cover elements visible in {_PAIR}? "
+              "Answer with a concise comma-separated list.",
+    "ir_cue": f"What infrared-specific visual cues can be observed in {_PAIR}? Mention visible grayscale "
+              "intensity, high contrast, bright structures, low-texture or dark regions, and structural "
+              "outlines if present.",
+}
+
+
+def instruction_texts(inputs: str = "ir") -> dict[str, str]:
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {INPUTS}, not {inputs!r}")
+    return INSTRUCTIONS if inputs == "ir" else INSTRUCTIONS_RGB_IR
+
+
 MAX_NEW_TOKENS = {"caption": 96, "scene": 32, "object": 32, "ir_cue": 96}  # official: 96 captions, 32 VQA
 
 # Scene labels derived from a caption: the first entry with a keyword in the caption wins, so
@@ -192,11 +217,13 @@ def responses(row: dict, setting: str) -> dict[str, str | None]:
             "object": ", ".join(objs) if objs else None, "ir_cue": "; ".join(cues) if cues else None}
 
 
-def instruction_rows(batch: dict, setting: str, tasks: tuple[str, ...] = TASKS) -> dict:
-    """Triplet batch (columns) → instruction rows (columns), for Ray Data's flat expansion."""
+def instruction_rows(batch: dict, setting: str, tasks: tuple[str, ...] = TASKS, inputs: str = "ir") -> dict:
+    """Triplet batch (columns) → instruction rows (columns), for Ray Data's flat expansion.
+    Image columns pass through when present (absent when only counting rows)."""
     parts = ("A-original", "B-iraware") if setting == "C-mixed" else (setting,)
+    texts = instruction_texts(inputs)
     keys = ["sample_id", "source", "setting", "task", "instruction", "response"]
-    keys += ["ir_jpeg"] if "ir_jpeg" in batch else []  # absent when only counting rows
+    keys += [k for k in ("rgb_jpeg", "ir_jpeg") if k in batch]
     cols: dict[str, list] = {k: [] for k in keys}
     n = len(batch["sample_id"])
     for i in range(n):
@@ -209,9 +236,10 @@ def instruction_rows(batch: dict, setting: str, tasks: tuple[str, ...] = TASKS) 
                 cols["source"].append(batch["source"][i])
                 cols["setting"].append(part)
                 cols["task"].append(task)
-                cols["instruction"].append(INSTRUCTIONS[task])
+                cols["instruction"].append(texts[task])
                 cols["response"].append(resp)
-                if "ir_jpeg" in cols:
-                    cols["ir_jpeg"].append(batch["ir_jpeg"][i])
+                for k in ("rgb_jpeg", "ir_jpeg"):
+                    if k in cols:
+                        cols[k].append(batch[k][i])
     return cols
 

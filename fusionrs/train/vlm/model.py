@@ -13,6 +13,7 @@ our examples are one decoder sequence (prompt + answer, chat.py).
 
 from __future__ import annotations
 
+import json
 import re
 
 import torch
@@ -20,6 +21,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from fusionrs.core.models import ensure_local
+from fusionrs.core.storage import Storage, join
 from fusionrs.train.vlm.chat import PLAIN_CHAT_TEMPLATE
 
 # Attention and MLP projections of the decoder, under the language model only. Qwen2.5-VL and
@@ -27,6 +29,8 @@ from fusionrs.train.vlm.chat import PLAIN_CHAT_TEMPLATE
 # BLIP-2's OPT `language_model.model.decoder.layers.N`, with `self_attn.out_proj` and the MLP as `fc1`/`fc2`.
 LORA_TARGETS = (r".*language_model\..*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj|out_proj)"
                 r"|mlp\.(gate_proj|up_proj|down_proj)|fc1|fc2)")
+
+TRAINED_WITH = "fusionrs_vlm.json"  # written beside an adapter we train: {"inputs", "setting", "tasks", "base"}
 
 
 def local_model_dir(uri: str) -> str:
@@ -78,3 +82,12 @@ def add_lora(model, r: int, alpha: int, dropout: float, pattern: str = LORA_TARG
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", task_type="CAUSAL_LM",
                      target_modules=pattern)
     return get_peft_model(model, cfg)
+
+
+def trained_with(adapter_dir: str, storage: Storage | None = None) -> dict:
+    """What an adapter was trained on ({} for a base model or an adapter from elsewhere)."""
+    if not adapter_dir:
+        return {}
+    storage = storage or Storage.from_env()
+    path = join(adapter_dir, TRAINED_WITH)
+    return json.loads(storage.read_bytes(path)) if storage.exists(path) else {}

@@ -3,18 +3,22 @@ assistant-only labels, adapter export) and the driver entry `train_vlm`.
 
     python -m jobs.train_vlm --config configs/vlm-demo.yaml
 
-- Data: instruction rows from the build's IR-aware subset (data.py). Chat rendering and the
+- Data: instruction rows from the build's IR-aware subset (data.py); `inputs: rgb+ir` gives each
+  row the RGB image and its IR image (chat.model_view: two images, or side by side). Chat rendering and the
   processor (image patches, tokens, labels) run in the worker: they are tied to the model's
   processor and cheap next to a 7B forward/backward.
 - Model: transformers + peft; LoRA on the language model's attention and MLP projections only
   (model.LORA_TARGETS); gradient checkpointing; assistant-only labels (chat.py).
 - Checkpoints carry the training state without the frozen base weights (a 7B base is not copied
   into every checkpoint) and the peft adapter + processor (`adapter/`, loads with
-  `PeftModel.from_pretrained`); the last one is exported to <run>/export/adapter.
+  `PeftModel.from_pretrained`), with TRAINED_WITH recording the inputs, setting and tasks (the
+  evaluation shows the adapter what it was trained on); the last one is exported to
+  <run>/export/adapter.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,11 +26,17 @@ import torch
 
 from fusionrs.config.train import VlmTrainConfig
 from fusionrs.core.storage import Storage, join
-from fusionrs.train.trainer import Engine, fit, shuffled_dataset
+from fusionrs.train.trainer import Engine, fit, shuffled_dataset, start_ray_for
 from fusionrs.train.vlm.chat import collate, decode_image, encode_example
 from fusionrs.train.vlm.data import instruction_dataset
-from fusionrs.train.vlm.model import LORA_TARGETS, add_lora, load_model, load_processor
+from fusionrs.train.vlm.model import LORA_TARGETS, TRAINED_WITH, add_lora, load_model, load_processor
 from fusionrs.train.vlm.packing import pack, rope_index_for
+
+
+def row_images(rows: dict, i: int) -> list:
+    """Row i's images in the order the model sees them: RGB then IR, or IR alone."""
+    keys = ("rgb_jpeg", "ir_jpeg") if "rgb_jpeg" in rows else ("ir_jpeg",)
+    return [decode_image(rows[k][i]) for k in keys]
 
 
 class VlmStep:
@@ -61,8 +71,8 @@ class VlmStep:
         return add_lora(model, lora.r, lora.alpha, lora.dropout, lora.targets or LORA_TARGETS).to(device)
 
     def loss(self, model, rows: dict, device):
-        examples = [encode_example(self.processor, decode_image(img), ins, resp) for img, ins, resp in
-                    zip(rows["ir_jpeg"], rows["instruction"], rows["response"])]
+        examples = [encode_example(self.processor, row_images(rows, i), ins, resp)
+                    for i, (ins, resp) in enumerate(zip(rows["instruction"], rows["response"]))]
         if self.cfg.packing:  # one padding-free row per micro-step (packing.py): the same loss, no pad tokens
             self.rope_index = self.rope_index or rope_index_for(model)
             batch = pack(examples, self.rope_index)
@@ -95,15 +105,19 @@ class VlmStep:
             model.save_pretrained(out / "adapter")
         if rank == 0:
             self.processor.save_pretrained(out / "adapter")
+            record = {"inputs": self.cfg.inputs, "setting": self.cfg.setting, "tasks": list(self.cfg.tasks),
+                      "base": self.cfg.model.path}
+            (out / "adapter" / TRAINED_WITH).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def train_vlm(cfg: VlmTrainConfig, storage: Storage | None = None, callbacks=()):
     """Run (or resume) training; returns the Ray Train result and where the adapter is."""
     storage = storage or Storage.from_env()
+    start_ray_for(cfg)
     # Counted from the text columns (the step plan needs the count before training starts).
     rows = instruction_dataset(cfg.data, "train", cfg.setting, cfg.tasks, storage, images=False).count()
     streaming = rows >= cfg.loader.materialize_below
-    ds = instruction_dataset(cfg.data, "train", cfg.setting, cfg.tasks, storage,
+    ds = instruction_dataset(cfg.data, "train", cfg.setting, cfg.tasks, storage, inputs=cfg.inputs,
                              shuffle_seed=cfg.run.seed if streaming and cfg.loader.shuffle_files else None)
     result = fit(cfg, VlmStep, shuffled_dataset(ds, rows, cfg), rows, callbacks=callbacks)
     return result, export_adapter(result, cfg, storage)
