@@ -63,3 +63,19 @@ def checkpoint_digest(result, opt_step: int, trainable_only_names: set[str] | No
             state = {k: v for k, v in state.items() if k in trainable_only_names}
         return weights_digest(state.items())
     raise AssertionError(f"no checkpoint at optimizer step {opt_step}: {[m['opt_step'] for _, m in result.best_checkpoints]}")
+
+
+def tensorboard_scalars(logdir, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar over every event file in `logdir`, in step order (TensorBoard's
+    own reader: what `tensorboard --logdir` would plot)."""
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = []
+    for f in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            points += [(e.step, e.value) for e in acc.Scalars(tag)]
+    return sorted(points)

@@ -164,7 +164,8 @@ def test_deepspeed_zero2_two_workers_and_resume_after_failure(ray_local, demo_bu
 @pytest.mark.slow
 def test_demo_clip_beats_untrained_in_every_direction(ray_local, demo_build, tiny_clip, tmp_path):
     """configs/clip-demo.yaml (DDP, two workers) with a worker failure in epoch 2: the restart
-    resumes from the epoch-1 checkpoint's weights; the trained model beats the untrained one."""
+    resumes from the epoch-1 checkpoint's weights; the trained model beats the untrained one. Its
+    metrics reach TensorBoard, MLflow (a file store) and W&B (offline), read back here."""
     from fusionrs.config import ClipTrainConfig, load_config
     from fusionrs.eval.clip_eval import evaluate_clip
     from fusionrs.train.clip.step import train_clip
@@ -173,7 +174,9 @@ def test_demo_clip_beats_untrained_in_every_direction(ray_local, demo_build, tin
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "configs" / "clip-demo.yaml", [
         f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}",
-        *(f"model.{k}={v}" for k, v in tiny_clip.items())], cls=ClipTrainConfig)
+        *(f"model.{k}={v}" for k, v in tiny_clip.items()),
+        f"tracking.mlflow_uri=file:{tmp_path / 'mlruns'}", "tracking.wandb_project=fusionrs-test",
+        "tracking.wandb_mode=offline"], cls=ClipTrainConfig)
     import pyarrow.dataset as pads
 
     splits = pads.dataset(str(demo_build / "triplets"), format="parquet").to_table(columns=["split"])["split"].to_pylist()
@@ -190,3 +193,24 @@ def test_demo_clip_beats_untrained_in_every_direction(ray_local, demo_build, tin
     for d in ("IR->Text", "Text->IR", "RGB->IR", "IR->RGB", "RGB->Text", "Text->RGB"):
         assert np.mean(list(after["overall"][d].values())) > np.mean(list(before["overall"][d].values())), d
     assert after["overall"]["mean_r"] > before["overall"]["mean_r"] + 10
+
+    # The loss curve, as TensorBoard, MLflow and W&B hold it.
+    from tests.faults import tensorboard_scalars
+
+    run_dir = tmp_path / "runs" / cfg.run.name
+    curve = tensorboard_scalars(run_dir / "metrics", "train/loss")
+    steps = sorted({s for s, _ in curve})
+    assert len(steps) >= 2 and steps[-1] <= result.metrics["opt_step"]
+    assert curve[-1][1] < curve[0][1]  # it went down
+    assert {s for s, _ in tensorboard_scalars(run_dir / "metrics", "val/val_mean_r")}  # validation per epoch
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 refuses its file store unless asked
+    client = MlflowClient(tracking_uri=f"file:{tmp_path / 'mlruns'}")
+    runs = client.search_runs([client.get_experiment_by_name("fusionrs").experiment_id])
+    assert len(runs) == 2 and {r.info.run_name for r in runs} == {cfg.run.name}  # the first try, the restart
+    assert all(r.data.params["model.name"] == tiny_clip["name"] for r in runs)
+    logged = {m.step for r in runs for m in client.get_metric_history(r.info.run_id, "train/loss")}
+    assert logged == set(steps)
+    offline = list((run_dir / "wandb").rglob("*.wandb"))
+    assert len(offline) == 2 and all(f.stat().st_size > 0 for f in offline), offline

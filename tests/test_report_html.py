@@ -497,11 +497,12 @@ def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=90)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (/usr/bin/chromium, or `chromium` on PATH): "
-                                             "`apt-get install -y chromium` to run the browser test")
-def test_report_in_headless_chromium(world, tmp_path):
-    args = (str(world["build"].out), [str(world["run"])], [str(world["eval"])])
-    uri = write_report(*args, out=str(tmp_path / "report.html"), examples=EXAMPLES, per_split=PER_SPLIT, selfcheck=True)
+NO_CHROMIUM = ("no Chromium (/usr/bin/chromium, or `chromium` on PATH): `apt-get install -y chromium` to run the "
+               "browser test")
+
+
+def check_in_chromium(uri: str, tmp_path: Path) -> None:
+    """Open a report written with selfcheck=True: every image loaded, no console error, not blank."""
     url = Path(uri).resolve().as_uri()
     n_images = len(Page(Path(uri).read_text()).images)
     dom = chromium(["--enable-logging=stderr", "--v=0", "--dump-dom", url], tmp_path / "profile-dom")
@@ -521,3 +522,10 @@ def test_report_in_headless_chromium(world, tmp_path):
     assert pixels.var() > 100, "the screenshot is blank"
     top = pixels[:1000]
     assert (top < 128).mean() > 0.005, "no text or pictures at the top of the page"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_report_in_headless_chromium(world, tmp_path):
+    args = (str(world["build"].out), [str(world["run"])], [str(world["eval"])])
+    uri = write_report(*args, out=str(tmp_path / "report.html"), examples=EXAMPLES, per_split=PER_SPLIT, selfcheck=True)
+    check_in_chromium(uri, tmp_path)

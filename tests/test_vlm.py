@@ -130,6 +130,11 @@ def test_demo_lora_restart_and_improvement_over_base(ray_local, demo_build, tiny
     per_rank = rows // (cfg.micro_batch_size * 2)
     assert result.metrics["opt_step"] == per_rank * cfg.optim.epochs and result.metrics["epoch"] == cfg.optim.epochs
     assert result.metrics["loss"] < result.metrics["first_loss"] / 4  # the run's first loss, kept across the restart
+    from tests.faults import tensorboard_scalars
+
+    curve = tensorboard_scalars(Path(cfg.run.storage_path) / cfg.run.name / "metrics", "train/loss")
+    assert len(curve) >= result.metrics["opt_step"] // cfg.run.log_every and curve[-1][1] < curve[0][1] / 4
+    assert tensorboard_scalars(Path(cfg.run.storage_path) / cfg.run.name / "metrics", "train/tokens_per_s")
     model = PeftModel.from_pretrained(load_model(tiny_vlm), adapter)
     assert any(float(p.abs().sum()) > 0 for n, p in model.named_parameters() if "lora_B" in n)
 

@@ -29,7 +29,7 @@ class RunConfig:
     cpus_per_worker: float = 1.0  # CPUs per training worker
     max_failures: int = 1  # worker failures survived by restarting from the last checkpoint
     checkpoint_every: int = 500  # optimizer steps between checkpoints (one is also written every epoch)
-    num_to_keep: int = 0  # checkpoints kept (the most recent); 0 = all. Exports of the best epoch are kept apart
+    num_to_keep: int = 0  # checkpoints kept, ranked by the validation score (else by step); 0 = all. Ray keeps the latest too
     log_every: int = 10  # optimizer steps between metric lines (console, metrics.jsonl, TensorBoard)
     seed: int = 42  # model init and data order
 
@@ -127,6 +127,20 @@ class LoraConfig:
 
 
 @dataclass(kw_only=True)
+class TrackingConfig:
+    """Experiment trackers beside TensorBoard and metrics.jsonl (always written): MLflow and W&B
+    through Ray Train's integrations, from rank 0. Off by default; nothing needs a network."""
+
+    mlflow_uri: str = ""  # MLflow tracking URI (http://host:5000, databricks, or file:/shared/mlruns); "" = off
+    mlflow_experiment: str = "fusionrs"  # MLflow experiment (created when missing); the run is named run.name
+    wandb_project: str = ""  # W&B project; "" = off. The API key comes from WANDB_API_KEY on the nodes, never a config
+    wandb_mode: str = ""  # online | offline (files only, `wandb sync` later); "" = W&B's own (WANDB_MODE)
+
+    def validate(self, where: str) -> None:
+        choice(f"{where}.wandb_mode", self.wandb_mode, ("", "online", "offline"))
+
+
+@dataclass(kw_only=True)
 class TrainConfig:
     """What every training run has: the data (a build's output), the run, the loader, the
     optimiser and the parallelism. A model family adds its own sections."""
@@ -136,6 +150,7 @@ class TrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:
         if not self.data:

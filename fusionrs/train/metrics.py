@@ -1,5 +1,6 @@
 """Training metrics from rank 0: one console line, one JSONL record and TensorBoard scalars per
-`run.log_every` optimizer steps (and validation scores per epoch).
+`run.log_every` optimizer steps (and validation scores per epoch); MLflow and W&B too when the
+config's `tracking` section names them (tracking.py).
 
 Files live under the run: `<storage_path>/<name>/metrics/metrics.jsonl` and TensorBoard event
 files beside it (`tensorboard --logdir <storage_path>/<name>/metrics`). On remote storage
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from fusionrs.config.train import TrainConfig
 from fusionrs.core.storage import Storage, join
+from fusionrs.train.tracking import open_trackers
 
 try:  # TensorBoard is a dependency; without it the JSONL file still has everything
     from torch.utils.tensorboard import SummaryWriter
@@ -41,6 +43,7 @@ class MetricsLog:
         self.name = cfg.run.name
         self.tb = SummaryWriter(str(self.dir)) if SummaryWriter else None
         self.jsonl = open(self.dir / "metrics.jsonl", "a")
+        self.trackers = open_trackers(cfg)
         self.last_flush = 0.0
 
     def write(self, step: int, values: dict, prefix: str = "train/") -> None:
@@ -52,6 +55,8 @@ class MetricsLog:
         if self.tb:
             for k, v in clean.items():
                 self.tb.add_scalar(prefix + k, v, step)
+        for tracker in self.trackers:
+            tracker.log({prefix + k: v for k, v in clean.items()}, step)
         if self.remote:  # no driver can tail the file: say it here (it reaches the job's logs)
             print(format_record(self.name, {"step": step, **{prefix + k: v for k, v in clean.items()}}), flush=True)
         if time.time() - self.last_flush > (30 if self.remote else 2):
@@ -76,6 +81,8 @@ class MetricsLog:
         self.jsonl.close()
         if self.tb:
             self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()
         if self.remote:
             shutil.rmtree(self.dir, ignore_errors=True)
 
