@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fusionrs.build.pipeline import build
 from fusionrs.config import load_config
+from fusionrs.config.recipes import recipe
 from fusionrs.config.train import ClipTrainConfig, VlmTrainConfig
 from fusionrs.core.storage import join
 from fusionrs.dataset.layout import REPORT_FILE
@@ -25,7 +26,6 @@ from fusionrs.dev.tiny_vlm import write_tiny_qwen2_5_vl
 from fusionrs.eval.clip_eval import evaluate_clip, write_results
 from fusionrs.eval.retrieval import markdown_table
 from fusionrs.eval.vlm_eval import evaluate_vlm, write_vlm_results
-from fusionrs.config.recipes import recipe
 from fusionrs.report_html import write_report
 from fusionrs.train.clip.step import train_clip
 from fusionrs.train.vlm.step import train_vlm

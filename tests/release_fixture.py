@@ -27,8 +27,7 @@ from PIL import Image
 from fusionrs.build.report import write_reports
 from fusionrs.config import load_config, to_yaml
 from fusionrs.core.storage import Storage
-from fusionrs.dataset.layout import triplet_file_name
-from fusionrs.dataset.layout import Layout
+from fusionrs.dataset.layout import Layout, triplet_file_name
 from fusionrs.dataset.schema import (
     CAPTION_ORIGINAL,
     IR_CAPTION_ACCEPTED,

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from fusionrs.build.tombstone import TombstoneError, tombstone, tombstoned_ids
 from fusionrs.dataset.release import tombstone_manifest_fields, verify, write_release
 from fusionrs.dataset.schema import TRIPLET_SCHEMA
-from fusionrs.build.tombstone import TombstoneError, tombstone, tombstoned_ids
 from tests.release_fixture import write_build
 
 # The rights codes of the official public index (reference §1.2), typed here independently.

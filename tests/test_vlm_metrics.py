@@ -2,6 +2,7 @@ import random
 
 import pytest
 
+from fusionrs.config.train import VLM_SETTINGS as SETTINGS
 from fusionrs.eval.vlm_metrics import (
     aggregate,
     bootstrap_ci,
@@ -15,7 +16,6 @@ from fusionrs.eval.vlm_metrics import (
     score_row,
     table5,
 )
-from fusionrs.config.train import VLM_SETTINGS as SETTINGS
 from fusionrs.train.vlm.instructions import (
     INSTRUCTIONS,
     cue_phrases,

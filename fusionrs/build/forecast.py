@@ -27,10 +27,10 @@ from fusionrs.build.fingerprints import stage_fingerprints
 from fusionrs.build.plan import Plan, PlanInput, make_plan, read_plan_input
 from fusionrs.build.readers import plan_units
 from fusionrs.config.build import BuildConfig
+from fusionrs.config.recipes import recipe
 from fusionrs.core.storage import Storage
 from fusionrs.dataset.layout import Layout
 from fusionrs.dataset.schema import SPLITS
-from fusionrs.config.recipes import recipe
 
 # Duplicate structure of the synthetic metadata: shares of rows, set after the official rc4
 # audit (official implementation §3.2: 84,375 of 600,000 rows in RGB near-duplicate clusters,
