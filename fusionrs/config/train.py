@@ -64,6 +64,7 @@ class OptimConfig:
     epochs: int = 1  # passes over the training rows
     grad_accum: int = 1  # micro-batches per optimizer step
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping (the official CLIP code does not clip)
+    fused: bool = False  # torch's fused AdamW kernel (one kernel per step for all parameters; CUDA, CPU)
 
     def validate(self, where: str) -> None:
         in_range(f"{where}.lr", self.lr, 0, 1)
@@ -80,9 +81,11 @@ class ParallelConfig:
     strategy: str = "deepspeed"  # deepspeed | ddp
     zero_stage: int = 2  # deepspeed: 0-3 (3 partitions the weights too)
     bf16: bool = False  # bf16 weights and compute (GPU); fp32 on CPU
+    compile: str = ""  # torch.compile mode for the model's towers: "" (off) | default | reduce-overhead | max-autotune
 
     def validate(self, where: str) -> None:
         choice(f"{where}.strategy", self.strategy, ("deepspeed", "ddp"))
+        choice(f"{where}.compile", self.compile, ("", "default", "reduce-overhead", "max-autotune"))
         choice(f"{where}.zero_stage", self.zero_stage, (0, 1, 2, 3))
 
 
@@ -214,6 +217,8 @@ class VlmTrainConfig(TrainConfig):
         for t in self.tasks:
             choice("tasks[]", t, VLM_TASKS)
         positive("train", micro_batch_size=self.micro_batch_size)
+        if self.parallel.compile:
+            raise ConfigError("parallel.compile: CLIP only for now (a VLM's varying sequence lengths recompile)")
         if self.packing and self.model.attn_implementation == "flash_attention_2":
             raise ConfigError("packing: checked with sdpa and eager only; flash_attention_2 on packed rows is untested")
         if self.parallel.strategy == "deepspeed" and self.parallel.zero_stage not in (2, 3):

@@ -4,7 +4,8 @@ A family supplies a *step* class (train/clip/step.py, train/vlm/step.py): how to
 turn a batch of rows into a loss, validate, and export. Everything else exists once, here:
 
 - launch: Ray Train's TorchTrainer on `cfg.run.num_workers` workers (CPU with gloo, or GPUs);
-- parallelism: DeepSpeed ZeRO 0-3 or DDP (`Engine`), bf16, gradient accumulation and clipping;
+- parallelism: DeepSpeed ZeRO 0-3 or DDP (`Engine`), bf16, gradient accumulation and clipping,
+  torch's fused AdamW (`optim.fused`), torch.compile of the family's towers (`parallel.compile`);
 - data: the family's Ray Dataset, shuffled per epoch (`shuffled_dataset`, `epoch_batches`);
 - resume: rerunning the same `run.name` + `run.storage_path` continues from the last checkpoint,
   and a worker failure restarts from it (`run.max_failures`); the step counters, the best
@@ -54,6 +55,9 @@ class Step(Protocol):
     def rows_per_optimizer_step(cls, cfg) -> int: ...
 
     def build_model(self, device: torch.device) -> torch.nn.Module: ...
+
+    def compile_targets(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """Submodules that `parallel.compile` compiles in place ([] = not supported)."""
 
     def loss(self, model: torch.nn.Module, rows: dict, device: torch.device) -> tuple[torch.Tensor, dict, int]:
         """(loss, float metrics, units for throughput: samples or tokens)."""
@@ -179,7 +183,8 @@ class Engine:
         self.micro = 0
         if self.deepspeed:
             _one_dim_scalars(model)
-        opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
+        opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                fused=cfg.optim.fused or None)
         warmup = math.ceil(cfg.optim.warmup_ratio * total_steps) if cfg.optim.warmup_ratio else cfg.optim.warmup_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, total_steps))
         if self.deepspeed:
@@ -251,6 +256,9 @@ def train_loop(config: dict) -> None:
     step = config["step_cls"](cfg, config["context"])
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank (DDP and DeepSpeed also broadcast them)
     model = step.build_model(device)
+    if cfg.parallel.compile:  # in place (Module.compile): state_dict keys, checkpoints and exports unchanged
+        for tower in step.compile_targets(model):
+            tower.compile(mode=cfg.parallel.compile)
     micro_per_epoch = config["train_rows"] // (step.micro_batch_size * world)
     micro_per_epoch -= micro_per_epoch % cfg.optim.grad_accum  # whole accumulation windows, equal on every rank
     total_opt = micro_per_epoch * cfg.optim.epochs // cfg.optim.grad_accum

@@ -48,6 +48,11 @@ class ClipStep:
         model, _, _ = create_from(self.cfg.model)
         return model.to(device)
 
+    def compile_targets(self, model) -> list[torch.nn.Module]:
+        """The image tower and the text transformer: where the FLOPs are (parallel.compile)."""
+        text = getattr(model, "transformer", None) or getattr(model, "text", None)
+        return [m for m in (model.visual, text) if m is not None]
+
     def loss(self, model, rows: dict, device):
         feats = encode(model, {k: rows[k] for k in NEEDED[self.cfg.setting]}, device)
         loss, parts = trimodal_loss(feats, model.logit_scale, self.cfg.setting, self.cfg.rgb_ir_weight)
@@ -68,13 +73,16 @@ class ClipStep:
 
 
 def encode(model, batch: dict, device) -> dict:
+    """Embeddings of each modality in the batch. RGB and IR go through the shared image tower as
+    one batch (one call of twice the size keeps a GPU busier than two; LayerNorm is per sample,
+    so the result is the same), and so do the two captions."""
     out = {}
-    for k in ("rgb", "ir"):
-        if k in batch:
-            out[k] = model.encode_image(torch.as_tensor(batch[k], device=device))
-    for k in ("text", "text_ir"):
-        if k in batch:
-            out[k] = model.encode_text(torch.as_tensor(batch[k], device=device))
+    for encoder, keys in ((model.encode_image, ("rgb", "ir")), (model.encode_text, ("text", "text_ir"))):
+        keys = [k for k in keys if k in batch]
+        if not keys:
+            continue
+        feats = encoder(torch.cat([torch.as_tensor(batch[k], device=device) for k in keys]))
+        out.update(zip(keys, feats.split([len(batch[k]) for k in keys])))
     return out
 
 

@@ -85,6 +85,9 @@ class VlmStep:
         tokens = int(batch["input_ids"].numel()) if self.cfg.packing else int(batch["attention_mask"].sum())
         return model(**batch, use_cache=False).loss, {}, tokens
 
+    def compile_targets(self, model) -> list:
+        return []  # parallel.compile is refused for VLMs (config/train.py)
+
     def after_optimizer_step(self, model) -> None:
         pass
 
