@@ -123,12 +123,15 @@ def train(tiny_clip, data, tmp_path, *overrides, callbacks=()):
 def test_deepspeed_zero2_two_workers_and_resume_after_failure(ray_local, demo_build, tiny_clip, tmp_path):
     """DeepSpeed ZeRO-2 on two gloo workers, a worker failure at step 4, restart from the step-3
     checkpoint: the restarted workers start from the checkpoint's weights, not fresh ones, and
-    the step count carries on. (DDP resume runs in the demo test below.)"""
+    the step count carries on. The speed levers are on (towers compiled in place, fused AdamW):
+    checkpoints, resume and the open_clip export work with them. (DDP resume runs in the demo
+    test below.)"""
     from tests.faults import FailOnce, ProbeRestore, checkpoint_digest, trainable_digest
 
     probe = tmp_path / "probe"
     cfg, result, exports = train(tiny_clip, demo_build, tmp_path, "run.name=ds", "parallel.strategy=deepspeed",
                                  "parallel.zero_stage=2", "optim.epochs=1", "run.checkpoint_every=3",
+                                 "parallel.compile=default", "optim.fused=true",
                                  "run.max_failures=1", callbacks=[FailOnce(4, tmp_path / "failed"), ProbeRestore(probe)])
     import pyarrow.dataset as pads
 

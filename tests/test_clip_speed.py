@@ -1,6 +1,7 @@
 """The CLIP speed levers, checked for correctness on CPU (their speed is a GPU measurement):
 RGB and IR (and both captions) encoded as one batch, the towers compiled in place with
-torch.compile, torch's fused AdamW; and a Ray Train run with all of them on."""
+torch.compile, torch's fused AdamW. (The Ray Train run with them on, through a restart, is
+test_clip.py's DeepSpeed test.)"""
 
 from __future__ import annotations
 
@@ -79,21 +80,3 @@ def test_fused_adamw_takes_the_same_step():
         fused.step()
     for p, q in zip(params, copies):
         torch.testing.assert_close(q, p, atol=1e-6, rtol=1e-5)
-
-
-@pytest.mark.slow
-def test_ray_train_run_with_compile_and_fused_adamw(ray_local, demo_build, tiny_clip, tmp_path):
-    """The levers through the real trainer (1 worker, DDP): it trains, and its export loads in
-    open_clip (compiled in place, the weights keep their names)."""
-    import open_clip
-
-    from fusionrs.config import ClipTrainConfig, load_config
-    from fusionrs.train.clip.step import train_clip
-
-    cfg = load_config(None, [f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}", "run.name=levers",
-                             "run.num_workers=1", "run.cpus_per_worker=1", "batch_size=16", "optim.lr=1e-3", "optim.warmup_steps=1",
-                             "optim.epochs=2", "optim.fused=true", "parallel.strategy=ddp", "parallel.compile=default",
-                             *(f"model.{k}={v}" for k, v in tiny_clip.items())], cls=ClipTrainConfig)
-    result, exports = train_clip(cfg)
-    assert result.metrics["opt_step"] > 0 and result.metrics["loss"] < result.metrics["first_loss"]
-    open_clip.create_model(tiny_clip["name"], pretrained=exports["latest"])

@@ -177,8 +177,8 @@ def test_inputs_is_checked_in_the_configs():
 
 @pytest.mark.slow
 def test_dual_image_adapter_trains_on_ray_and_the_suite_shows_both_inputs(ray_local, demo_build, tiny, tmp_path):
-    """An IR-only and an RGB+IR adapter (2 workers, DeepSpeed ZeRO-2, one epoch each) evaluated in
-    one suite run: each is shown what it was trained with, and the table has both rows."""
+    """An IR-only and an RGB+IR adapter (one DDP worker, one epoch each) evaluated in one suite
+    run: each is shown what it was trained with, and the table has both rows."""
     from fusionrs.config import EvalConfig, VlmTrainConfig, load_config
     from fusionrs.eval.suite import run_suite
     from fusionrs.train.vlm.model import TRAINED_WITH
@@ -189,7 +189,8 @@ def test_dual_image_adapter_trains_on_ray_and_the_suite_shows_both_inputs(ray_lo
         name = "dual" if inputs == "rgb+ir" else "ir"
         cfg = load_config(REPO / "configs" / "vlm-demo.yaml",
                           [f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}", f"model.path={tiny['qwen2_5_vl']}",
-                           f"run.name=vlm-{name}", "optim.epochs=1", f"inputs={inputs}"], cls=VlmTrainConfig)
+                           f"run.name=vlm-{name}", "optim.epochs=1", f"inputs={inputs}", "run.num_workers=1",
+                           "run.cpus_per_worker=1", "parallel.strategy=ddp"], cls=VlmTrainConfig)
         result, adapters[name] = train_vlm(cfg)
         assert result.metrics["loss"] < result.metrics["first_loss"]
         assert json.loads((Path(adapters[name]) / TRAINED_WITH).read_text())["inputs"] == inputs
