@@ -32,7 +32,7 @@ PEAK_TFLOPS_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  #
 
 def step_fn(model, opt, batch: dict, dtype):
     from fusionrs.train.clip.loss import trimodal_loss
-    from fusionrs.train.clip.train import encode
+    from fusionrs.train.clip.step import encode
 
     def step(count_only: bool = False):
         with torch.autocast(batch["rgb"].device.type, dtype=torch.bfloat16, enabled=dtype is not None):
@@ -96,10 +96,10 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     models = [(m, "") for m in a.models]
     if a.tiny:
-        from fusionrs.train.clip.model import write_tiny_clip
+        from fusionrs.dev.tiny_clip import write_tiny_clip
 
         t = write_tiny_clip(Path(tempfile.mkdtemp()) / "tiny")
-        models, a.batch, a.steps, a.precisions = [(t["model"], t["model_config"])], 8, 3, ["fp32", "amp-bf16"]
+        models, a.batch, a.steps, a.precisions = [(t["name"], t["config_json"])], 8, 3, ["fp32", "amp-bf16"]
     gpu = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     peak = next((v for k, v in PEAK_TFLOPS_BF16.items() if k in gpu), None)
     print(f"{gpu}, torch {torch.__version__}; tri-modal step (580k-only), random weights, {a.steps} steps, median")

@@ -26,7 +26,7 @@ limit_mib=${CARRY_LIMIT_MIB:-64}  # what one device run carries, working tree in
 limit=$((limit_mib * 1024 * 1024))
 
 # name==version, the closure: ray's (core, data, train, tune) requirements the GPU machine lacks,
-# DeepSpeed's, diffusers', open_clip's.
+# DeepSpeed's, diffusers', open_clip's, ingest's language ID, torchao for the FP8 lever.
 CARRY=(
   ray==2.60.0
   jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
@@ -34,6 +34,8 @@ CARRY=(
   tensorboardX==2.6.5 hjson==3.1.0
   diffusers==0.42.1 importlib-metadata==10.2.0 lazy-importer==0.1.0
   open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
+  py3langid==0.4.0       # ingest's language check (the sample plants a non-English caption)
+  torchao==0.18.0        # translate.fp8 (FP8 linears in the UNet); spills into run2
 )
 DEEPSPEED=deepspeed==0.19.8
 # On the GPU machine's image (device KINDS.md, read 2026-11-17), as far as carried wheels need them.

@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -107,13 +108,22 @@ class TranslatePart:
     """The translator loads once per actor. Each IR file records its seconds and the device and
     dtype it ran with (Parquet metadata), so a rerun that skips it can say what it saved. With a
     GPU budget (`cost.max_gpu_usd`) a shared keeper is asked before each part; past the cap the
-    part is left untranslated (pending) and the run stops cleanly."""
+    part is left untranslated (pending) and the run stops cleanly.
+
+    A part goes to the translator in windows of WINDOW_BATCHES batches: a window groups more
+    rows of one output size into full batches. While the GPU samples one window, a thread
+    prepares the next (JPEG decode, geometry, segmentation maps: `translator.prepare`, where the
+    translator has one) and hashes the previous window's IR images, so the UNet does not wait
+    for the CPU."""
+
+    WINDOW_BATCHES = 4
 
     def __init__(self, cfg: BuildConfig, storage: Storage, fps: dict, keeper=None):
         self.cfg, self.storage, self.fps = cfg, storage, fps
         self.translator = make_translator(cfg, storage)
         self.layout = Layout(cfg.output)
         self.keeper = keeper
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="translate-prefetch")
 
     def __call__(self, batch: dict) -> dict:
         return per_row(batch, self.one)
@@ -131,15 +141,25 @@ class TranslatePart:
         cols = ["sample_id", "rgb_jpeg", "caption", "source", "source_record_id"]
         ing = self.storage.read_parquet(self.layout.ingest(self.fps["ingest"], part), columns=cols + ["reject_reason"])
         ok = ing.filter(pads.field("reject_reason").is_null())
+        size = self.cfg.translate.batch_size * self.WINDOW_BATCHES
+        windows = [{c: ok.slice(s, size).column(c).to_pylist() for c in cols} for s in range(0, ok.num_rows, size)]
         out: dict[str, list] = {c: [] for c in IR_STAGE_SCHEMA.names}
-        bs = self.cfg.translate.batch_size
-        for s in range(0, ok.num_rows, bs):
-            sub = ok.slice(s, bs)
-            res = self.translator({c: sub.column(c).to_pylist() for c in cols})
-            for sid, jpeg, status in zip(res["sample_id"], res["ir_jpeg"], res["ir_status"]):
-                sha, ph = ir_hashes(jpeg) if status == IR_OK else (None, None)
-                for c, v in zip(IR_STAGE_SCHEMA.names, (sid, jpeg, status, sha, ph)):
-                    out[c].append(v)
+        prepare = getattr(self.translator, "prepare", None)  # diffv2ir splits CPU preparation from the GPU run
+        ahead = self.pool.submit(prepare, windows[0]) if prepare and windows else None
+        hashing = None
+        for k, window in enumerate(windows):
+            if prepare:
+                ready = ahead.result()
+                if k + 1 < len(windows):
+                    ahead = self.pool.submit(prepare, windows[k + 1])
+                res = self.translator.run(ready)
+            else:
+                res = self.translator(window)
+            if hashing is not None:
+                _append(out, hashing.result())
+            hashing = self.pool.submit(_with_hashes, res)
+        if hashing is not None:
+            _append(out, hashing.result())
         elapsed = time.perf_counter() - t0
         runtime = json.dumps(self.translator.runtime(), sort_keys=True)
         table = pa.table(out, schema=IR_STAGE_SCHEMA).replace_schema_metadata(
@@ -149,6 +169,18 @@ class TranslatePart:
             self.keeper.charge.remote(elapsed * (self.cfg.translate.num_gpus or 0))
         return {**row, "pending": False, "runtime": runtime,
                 "stats": json.dumps({"units": 1, "rows": len(out["sample_id"]), "busy_s": elapsed})}
+
+
+def _with_hashes(res: dict) -> list[tuple]:
+    """IR stage rows of one translated window: (sample_id, ir_jpeg, ir_status, ir_sha256, ir_phash)."""
+    return [(sid, jpeg, status, *(ir_hashes(jpeg) if status == IR_OK else (None, None)))
+            for sid, jpeg, status in zip(res["sample_id"], res["ir_jpeg"], res["ir_status"])]
+
+
+def _append(out: dict[str, list], rows: list[tuple]) -> None:
+    for r in rows:
+        for c, v in zip(IR_STAGE_SCHEMA.names, r):
+            out[c].append(v)
 
 
 def ir_hashes(jpeg: bytes) -> tuple[str, str]:

@@ -163,8 +163,23 @@ class TranslateConfig:
     blip_model: str = ""  # blip: a transformers BLIP captioning folder, local or s3://
     blip_max_new_tokens: int = 30  # length cap of BLIP prompt captions
     branch_chunks: int = 1  # >1 splits the 4 guidance branches over several UNet calls (less memory)
-    compile: bool = False  # torch.compile the UNet (GPU; pays off on long runs)
-    channels_last: bool = False  # UNet in channels-last memory format (GPU)
+    # --- diffv2ir speed levers (docs/translate.md, "Speed levers") ----------------------------
+    compile: bool | str = False  # torch.compile the UNet: off (false) | default (true) | reduce-overhead | max-autotune (the last two replay CUDA graphs); calls padded to batch_size
+    channels_last: bool = False  # UNet in channels-last memory format (NHWC convolutions on GPU)
+    attention: str = "sdpa"  # sdpa (torch's fused scaled_dot_product_attention, diffusers' default) | math (plain matmul-softmax)
+    fp8: bool = False  # FP8 transformer-block linears in the UNet (torchao; GPU of compute capability >= 8.9); changes outputs, so it enters the translate fingerprint
+
+    # The levers' choices (pipeline.Levers uses them too). Plain class attributes, not keys.
+    COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+    CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+    ATTENTION = ("sdpa", "math")
+
+    def compile_mode(self) -> str:
+        """`compile` as a mode name: the key was true/false before it took modes (YAML reads off as false)."""
+        if isinstance(self.compile, bool):
+            return "default" if self.compile else "off"
+        return self.compile
+
     def validate(self, where: str) -> None:
         choice(f"{where}.backend", self.backend, ("pseudo_ir", "diffv2ir"))
         in_range(f"{where}.resolution", self.resolution, 32, 4096)
@@ -185,6 +200,11 @@ class TranslateConfig:
         choice(f"{where}.prompt_caption", self.prompt_caption, ("caption", "blip"))
         if self.prompt_caption == "blip" and not self.blip_model:
             raise ConfigError(f"{where}.blip_model: required for prompt_caption=blip")
+        choice(f"{where}.compile", self.compile_mode(), self.COMPILE_MODES)
+        choice(f"{where}.attention", self.attention, self.ATTENTION)
+        if self.fp8 and self.dtype not in ("auto", "bfloat16"):
+            # torchao's per-row FP8 GEMM takes and returns bf16; auto is bf16 wherever FP8 can run (GPU).
+            raise ConfigError(f"{where}.fp8: needs {where}.dtype auto or bfloat16, got {self.dtype}")
 
 
 FUSIONRS_PROMPT = """You are annotating an infrared-style remote-sensing dataset.

@@ -16,6 +16,11 @@ What we change: B images per step (one UNet call of 4·B rows, or branch chunks)
 from a per-sample generator seeded by (seed, sample_id), so a sample's output does not depend
 on its batch, on retries or on reruns (upstream reseeds every image with one global seed).
 The sampler state is kept in fp32; the networks run in the configured dtype.
+
+Speed levers (`Levers`, docs/translate.md "Speed levers"): torch.compile of the UNet (CUDA
+graphs with reduce-overhead / max-autotune), channels-last, the attention kernel, FP8 linears.
+The first three compute the same function (outputs differ by rounding only); FP8 changes the
+model's numbers and is the only one in the translate stage's identity.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from fusionrs.config.build import TranslateConfig
 
 SCALE_FACTOR = 0.18215
 PROMPT_TEMPLATE = "turn the visible image of {caption} into infrared"
@@ -94,6 +101,59 @@ class SamplingConfig:
     branch_chunks: int = 1  # split the 4·B rows into this many UNet calls when memory is short
 
 
+@dataclass(frozen=True)
+class Levers:
+    """How the UNet runs; the choices are TranslateConfig's (config/build.py)."""
+
+    compile: str = "off"  # a torch.compile mode, or off
+    channels_last: bool = False
+    attention: str = "sdpa"
+    fp8: bool = False
+
+    def uses_cuda_graphs(self) -> bool:
+        return self.compile in TranslateConfig.CUDA_GRAPH_MODES
+
+
+class Fp8Unavailable(RuntimeError):
+    """translate.fp8 asked for where it cannot run: the message says what is missing."""
+
+
+def require_fp8(device: torch.device) -> None:
+    """FP8 GEMMs need an NVIDIA GPU of compute capability 8.9+ (Ada, Hopper) and torchao."""
+    missing = []
+    if device.type != "cuda":
+        missing.append("this process has no CUDA GPU" if not torch.cuda.is_available() else f"the model runs on {device}")
+    elif torch.cuda.get_device_capability(device) < (8, 9):
+        missing.append(f"{torch.cuda.get_device_name(device)} has compute capability "
+                       f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}")
+    try:
+        import torchao  # noqa: F401 - optional dependency, only for translate.fp8
+    except ImportError:
+        missing.append("torchao is not installed (pip install torchao)")
+    if missing:
+        raise Fp8Unavailable("translate.fp8=true needs an FP8-capable CUDA GPU (compute capability 8.9 or newer: "
+                             "L4, L40S, H100, H200) and torchao; " + "; ".join(missing) + ". Set translate.fp8=false, "
+                             "or run the translate actors on such GPUs (translate.num_gpus=1).")
+
+
+def fp8_target(module: torch.nn.Module, fqn: str) -> bool:
+    """The linear layers of the UNet's transformer blocks (attention projections and
+    feed-forward), where its non-convolution FLOPs are; FP8 GEMMs need dimensions in multiples
+    of 16. Convolutions, the time embedding and the resnets' time projections stay in `dtype`."""
+    return (isinstance(module, torch.nn.Linear) and ".transformer_blocks." in f".{fqn}."
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+
+def quantize_fp8(unet: torch.nn.Module) -> int:
+    """E4M3 weights and dynamically scaled E4M3 activations, one scale per row (torchao's
+    float8 inference path); returns how many linear layers were converted."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_  # optional dependency
+
+    n = sum(fp8_target(m, name) for name, m in unet.named_modules())
+    quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=fp8_target)
+    return n
+
+
 class DiffV2IRPipeline:
     def __init__(self, unet, vae, text_encoder, tokenizer, device="cpu", dtype=torch.float32):
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
@@ -102,6 +162,8 @@ class DiffV2IRPipeline:
             m.to(self.device, dtype=dtype).eval().requires_grad_(False)
         self.schedule = KarrasSchedule()
         self._null: torch.Tensor | None = None
+        self.levers = Levers()
+        self.pad_to = 0  # with a compiled UNet: every call is padded to this many images (one shape per image size)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device="cpu", dtype=torch.float32) -> "DiffV2IRPipeline":
@@ -112,6 +174,36 @@ class DiffV2IRPipeline:
         return cls(UNet2DConditionModel.from_pretrained(p / "unet"), AutoencoderKL.from_pretrained(p / "vae"),
                    CLIPTextModel.from_pretrained(p / "text_encoder"), CLIPTokenizer.from_pretrained(p / "tokenizer"),
                    device=device, dtype=dtype)
+
+    # -- speed levers -------------------------------------------------------------------------
+    def set_attention(self, kind: str) -> None:
+        """The attention kernel of the UNet and the VAE, explicitly. `sdpa`: torch's
+        scaled_dot_product_attention (flash / memory-efficient kernels on GPU; what diffusers
+        picks by default on torch 2). `math`: the plain baddbmm-softmax-bmm path."""
+        # diffusers loads lazily here, as in from_pretrained: the build's driver imports this module without it.
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        processor = {"sdpa": AttnProcessor2_0, "math": AttnProcessor}[kind]
+        for m in (self.unet, self.vae):
+            m.set_attn_processor(processor())
+
+    def apply_levers(self, levers: Levers, batch_size: int, compile_backend: str = "inductor") -> None:
+        """Once, after loading, before the first batch. The order matters: memory format and FP8
+        weights are what torch.compile then traces. A compiled UNet is compiled for fixed shapes
+        (dynamic=False) and every call is padded to `batch_size` images, so it compiles (and, with
+        CUDA graphs, records) once per image size instead of once per batch size seen."""
+        if levers.fp8:
+            require_fp8(self.device)
+        self.set_attention(levers.attention)
+        if levers.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        if levers.fp8:
+            quantize_fp8(self.unet)
+        if levers.compile != "off":
+            mode = None if levers.compile == "default" else levers.compile
+            self.unet = torch.compile(self.unet, mode=mode, dynamic=False, backend=compile_backend)
+        self.pad_to = batch_size if levers.compile != "off" else 0
+        self.levers = levers
 
     # -- conditioning ------------------------------------------------------------------------
     @torch.no_grad()
@@ -145,7 +237,10 @@ class DiffV2IRPipeline:
         unet_in = torch.cat([(x_in * c_in).to(self.dtype), image.to(self.dtype), seg.to(self.dtype)], dim=1)
         eps = []
         for rows in torch.tensor_split(torch.arange(4 * b), min(sc.branch_chunks, 4 * b)):
-            eps.append(self.unet(unet_in[rows], t[rows].to(self.device), encoder_hidden_states=ctx[rows]).sample.float())
+            if self.levers.uses_cuda_graphs():
+                torch.compiler.cudagraph_mark_step_begin()  # each call is a new step: replays may reuse output memory
+            out = self.unet(unet_in[rows], t[rows].to(self.device), encoder_hidden_states=ctx[rows]).sample
+            eps.append(out.to(torch.float32, copy=True))  # a copy: a CUDA graph's next replay overwrites its output
         d = x_in - s_in.view(-1, 1, 1, 1) * torch.cat(eps)
         return guide(d, b, sc.cfg_text, sc.cfg_image, sc.cfg_seg)
 
@@ -157,6 +252,10 @@ class DiffV2IRPipeline:
         sizes = {i.size for i in images}
         if len(sizes) != 1:
             raise ValueError(f"one size per batch, got {sizes}")
+        n = len(images)
+        if n < self.pad_to:  # repeats of the last sample (same seed, same noise); their outputs are dropped
+            k = self.pad_to - n
+            images, prompts, seeds, seg_maps = (list(v) + [v[-1]] * k for v in (images, prompts, seeds, seg_maps))
         img_lat = self.encode_image(images).float()
         seg_lat = self.encode_image(seg_maps).float()
         cond = self.encode_text(prompts)
@@ -177,7 +276,7 @@ class DiffV2IRPipeline:
             x = x + (x - d) / s * (s_down - s)
             if s_next > 0:
                 x = x + noise() * s_up
-        return self.decode(x)
+        return self.decode(x)[:n]
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> list[Image.Image | None]:

@@ -5,10 +5,17 @@ become reason-coded rejects). The model loads lazily, once per actor, on its fir
 Identity (fingerprint, manifest) is `identity(cfg, meta)`: the config and the converted model's
 metadata, never the machine. `dtype: auto` stays "auto" there (the rule: bf16 on GPU, fp32 on
 CPU); the dtype and device each actor actually used are recorded where it ran (`runtime()`),
-in every IR stage file's metadata, and summed up in the manifest."""
+in every IR stage file's metadata, and summed up in the manifest.
+
+Speed levers (translate.compile, channels_last, attention, fp8; pipeline.Levers) are applied
+once, when the model loads. Only fp8 changes the numbers beyond rounding, so only fp8 enters the
+identity, and only when on: outputs made without it keep their fingerprints. fp8 is checked
+when the translator is made (in the actor, on its GPU), so a pool without FP8 GPUs or torchao
+fails at start with the reason, before any part is read."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from collections import defaultdict
@@ -16,7 +23,15 @@ from collections import defaultdict
 import torch
 from PIL import Image
 
-from fusionrs.build.translate.diffv2ir.pipeline import DiffV2IRPipeline, SamplingConfig, fit, sample_seed, upstream_size
+from fusionrs.build.translate.diffv2ir.pipeline import (
+    DiffV2IRPipeline,
+    Levers,
+    SamplingConfig,
+    fit,
+    require_fp8,
+    sample_seed,
+    upstream_size,
+)
 from fusionrs.build.translate.validate import IR_NONFINITE, validate_ir_jpeg
 from fusionrs.core.images import encode_jpeg
 from fusionrs.core.models import ensure_local, read_model_json
@@ -25,6 +40,9 @@ from fusionrs.dataset.schema import IR_OK
 log = logging.getLogger("fusionrs.translate.diffv2ir")
 VERSION = "diffv2ir-1"
 SEG_MISSING = "seg_map_missing"
+# What translate.fp8 does, as it enters the identity (pipeline.quantize_fp8): the driver that
+# fingerprints needs neither torchao nor a GPU to write it.
+FP8_SCHEME = "torchao float8 e4m3, dynamic per-row activation and weight scales, transformer-block linears"
 
 
 def model_meta(cfg, storage) -> dict:
@@ -43,13 +61,25 @@ def identity(cfg, meta: dict) -> dict:
             "seg": cfg.seg, "seg_path": cfg.seg_path, "prompt": cfg.prompt, "jpeg_quality": cfg.jpeg_quality,
             # Only when used, so that caption-prompted outputs keep their fingerprint.
             **({"prompt_caption": "blip", "blip_model": cfg.blip_model, "blip_max_new_tokens": cfg.blip_max_new_tokens}
-               if cfg.prompt_caption == "blip" else {})}
+               if cfg.prompt_caption == "blip" else {}),
+            # FP8 changes the model's numbers; the other levers only the rounding (like batch size).
+            **({"fp8": FP8_SCHEME} if cfg.fp8 else {})}
+
+
+def levers(cfg) -> Levers:
+    return Levers(compile=cfg.compile_mode(), channels_last=cfg.channels_last, attention=cfg.attention, fp8=cfg.fp8)
 
 
 class DiffV2IRTranslator:
-    def __init__(self, cfg, storage):
+    """`compile_backend`: torch.compile's backend for translate.compile. Inductor in the build;
+    CPU tests pass a lighter one (inductor's C++ build of the UNet's kernels takes minutes on 2 cores)."""
+
+    def __init__(self, cfg, storage, compile_backend="inductor"):
         self.cfg, self.storage = cfg, storage
         self.meta = model_meta(cfg, storage)
+        self.levers, self.compile_backend = levers(cfg), compile_backend
+        if cfg.fp8:
+            require_fp8(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         self.pipe: DiffV2IRPipeline | None = None
         self.sampling = SamplingConfig(steps=cfg.steps, cfg_text=cfg.cfg_text, cfg_image=cfg.cfg_image,
                                        cfg_seg=cfg.cfg_seg, branch_chunks=cfg.branch_chunks)
@@ -67,17 +97,20 @@ class DiffV2IRTranslator:
         return "bfloat16" if torch.cuda.is_available() else "float32"
 
     def runtime(self) -> dict:
-        return {"device": "cuda" if torch.cuda.is_available() else "cpu", "dtype": self.dtype_name()}
+        """Device, dtype and the levers that are on (they explain a part's seconds)."""
+        off = dataclasses.asdict(Levers())
+        on = {k: v for k, v in dataclasses.asdict(self.levers).items() if v != off[k]}
+        return {"device": "cuda" if torch.cuda.is_available() else "cpu", "dtype": self.dtype_name(), **on}
 
     def _load(self) -> DiffV2IRPipeline:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         pipe = DiffV2IRPipeline.from_pretrained(ensure_local(self.cfg.model, self.storage), device=device,
                                                 dtype=getattr(torch, self.dtype_name()))
-        if self.cfg.channels_last:
-            pipe.unet.to(memory_format=torch.channels_last)
-        if self.cfg.compile:
-            pipe.unet = torch.compile(pipe.unet)
-        log.info("DiffV2IR %s loaded on %s (%s)", self.meta["model_id"], device, self.dtype_name())
+        pipe.apply_levers(self.levers, self.cfg.batch_size, self.compile_backend)
+        if self.levers.fp8 and self.levers.compile == "off":
+            log.warning("translate.fp8 without translate.compile: the activation scaling runs as separate kernels "
+                        "and can be slower than bf16")
+        log.info("DiffV2IR %s loaded on %s (%s, %s)", self.meta["model_id"], device, self.dtype_name(), self.levers)
         return pipe
 
     # -- segmentation maps --------------------------------------------------------------
@@ -110,11 +143,15 @@ class DiffV2IRTranslator:
         return self._blip(images)
 
     # -- the stage ---------------------------------------------------------------------------
+    # `prepare` (CPU: decode, geometry, segmentation maps, prompts, seeds) and `run` (the sampler
+    # on the GPU, JPEG encoding, validation) are apart so a caller can prepare the next rows in a
+    # thread while the GPU samples these (PIL's decode and resize release the GIL).
     def __call__(self, batch: dict) -> dict:
-        if self.pipe is None:
-            self.pipe = self._load()
+        return self.run(self.prepare(batch))
+
+    def prepare(self, batch: dict) -> "Prepared":
+        """Everything before the UNet; never loads it (a BLIP or SAM model, when configured, does load)."""
         n = len(batch["sample_id"])
-        ir: list[bytes | None] = [None] * n
         status = ["translate_error:unprocessed"] * n
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         prepared = {}
@@ -147,10 +184,16 @@ class DiffV2IRTranslator:
                 prepared[i] = (img, seg, cap, seed)
         prepared = {i: (img, seg, self.cfg.prompt.replace("{caption}", cap), seed)
                     for i, (img, seg, cap, seed) in prepared.items()}
-        for size, idx in groups.items():  # one size per UNet call
+        return Prepared(batch, status, dict(groups), prepared)
+
+    def run(self, p: "Prepared") -> dict:
+        if self.pipe is None:
+            self.pipe = self._load()
+        status, ir = list(p.status), [None] * len(p.status)
+        for size, idx in p.groups.items():  # one size per UNet call
             for s in range(0, len(idx), self.cfg.batch_size):
                 chunk = idx[s:s + self.cfg.batch_size]
-                imgs, segs, prompts, seeds = zip(*(prepared[i] for i in chunk))
+                imgs, segs, prompts, seeds = zip(*(p.rows[i] for i in chunk))
                 try:
                     outs = self.pipe(list(imgs), list(prompts), list(seeds), list(segs), self.sampling)
                 except Exception as e:  # e.g. out of memory: the rows say so, the batch goes on
@@ -164,4 +207,15 @@ class DiffV2IRTranslator:
                     data = encode_jpeg(img, self.cfg.jpeg_quality)
                     status[i] = validate_ir_jpeg(data, size)
                     ir[i] = data if status[i] == IR_OK else None
-        return {**batch, "ir_jpeg": ir, "ir_status": status}
+        return {**p.batch, "ir_jpeg": ir, "ir_status": status}
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One call's rows, ready for the sampler: statuses so far (failures are final), the row
+    indices of each output size, and (image, segmentation map, prompt, seed) per usable row."""
+
+    batch: dict
+    status: list[str]
+    groups: dict[tuple[int, int], list[int]]
+    rows: dict[int, tuple]
