@@ -15,6 +15,8 @@ CPU (after `fusionrs demo`):
         clip.checkpoints.trained=out/demo/train/clip-demo/export/best.pt out=out/eval
 Cluster (GPU actors):
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate \
+        --config configs/eval-600k.yaml
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate \
         data=s3://bucket/fusionrs/600k clip.model.name=ViT-B-32 clip.checkpoints.ours=s3://bucket/runs/best.pt \
         vlm.model=s3://bucket/models/Qwen2.5-VL-7B-Instruct vlm.adapters.base= \
         vlm.adapters.B-iraware=s3://bucket/runs/qwen7b-B/export/adapter vlm.max_pixels=401408 \

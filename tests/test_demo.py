@@ -57,3 +57,28 @@ def test_demo_report_has_every_section_and_opens_in_a_browser(demo, tmp_path):
     uri = write_report(str(out / "build"), runs, [str(out / "eval")], out=str(tmp_path / "report.html"),
                        selfcheck=True)
     check_in_chromium(uri, tmp_path)
+
+
+@pytest.mark.slow
+def test_eval_suite_recipe_runs_on_the_demo(demo, tmp_path):
+    """`python -m jobs.evaluate --config configs/eval-suite.yaml`, the recipe as shipped, with its
+    out/demo paths pointed at this demo: every configured benchmark runs or says why it skipped."""
+    import json
+
+    from tests.conftest import REPO
+
+    out, r = demo
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    recipe = (REPO / "configs" / "eval-suite.yaml").read_text().replace("out/demo", str(out))
+    (tmp_path / "eval-suite.yaml").write_text(recipe)
+    job = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--config", str(tmp_path / "eval-suite.yaml")],
+                         cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                         timeout=1800)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
+    results = {p.stem for p in (out / "eval-suite" / "results").glob("*.json")}
+    assert {"fusionrs_retrieval", "fusion", "fusionrs_generative"} <= results, results
+    shared = (REPO.parent / "shared" / "data" / "hit-uav-sample").exists()
+    assert ({"hit_uav_presence", "hit_uav_vqa"} <= results) == shared, results
+    assert "caltech: skipped:" in job.stdout and "hit_uav_probe: skipped:" in job.stdout
+    generative = json.loads((out / "eval-suite" / "results" / "fusionrs_generative.json").read_text())
+    assert set(generative) == {"base", "B-iraware"} and all(g["items"] > 0 for g in generative.values())
