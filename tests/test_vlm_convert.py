@@ -35,10 +35,11 @@ from transformers.convert_slow_tokenizer import import_protobuf
 
 from fusionrs.dev.tiny_llava_original import write_tiny_geochat, write_tiny_h2rsvlm
 from fusionrs.dev.tiny_vlm import write_tiny_blip2_opt
-from fusionrs.train.vlm.chat import IGNORE, collate, encode_example, generation_inputs
+from fusionrs.train.vlm.chat import IGNORE, collate, encode_example
 from fusionrs.train.vlm.convert_llava import ConvertError, convert_llava, main
 from fusionrs.train.vlm.instructions import INSTRUCTIONS
 from fusionrs.train.vlm.model import add_lora, load_model, load_processor, lora_modules
+from tests.vlm_checks import generates_a_batch, lora_steps_lower_the_loss
 
 KINDS = ["geochat", "h2rsvlm"]
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -294,20 +295,9 @@ def test_converted_model_trains_lora_and_generates(converted, kind):
     batch = collate([encode_example(processor, noise_image(40, 60), INSTRUCTIONS["caption"], "a bright runway"),
                      encode_example(processor, noise_image(48, 48, 1), INSTRUCTIONS["scene"], "an airport")],
                     processor.tokenizer.pad_token_id)
-    opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(4):
-        loss = lora(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    lora_steps_lower_the_loss(lora, batch)
     lora.eval()
-    inputs = generation_inputs(processor, [noise_image(40, 60), noise_image(48, 48, 1)],
-                               [INSTRUCTIONS["caption"], INSTRUCTIONS["scene"]])
-    out = lora.generate(**inputs, max_new_tokens=4, do_sample=False)
-    assert out.shape[0] == 2 and out.shape[1] > inputs["input_ids"].shape[1]
+    generates_a_batch(lora, processor, [noise_image(40, 60), noise_image(48, 48, 1)])
 
 
 def test_blip2_opt_loads_masks_trains_and_generates(tmp_path):
@@ -334,20 +324,9 @@ def test_blip2_opt_loads_masks_trains_and_generates(tmp_path):
     assert trainable and all("lora_" in n and "language_model.model.decoder" in n for n in trainable)
     batch = collate([ex, encode_example(processor, noise_image(48, 48, 1), INSTRUCTIONS["scene"], "a harbor")],
                     tok.pad_token_id)
-    opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(4):
-        loss = lora(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    lora_steps_lower_the_loss(lora, batch)
     lora.eval()
-    inputs = generation_inputs(processor, [noise_image(40, 60), noise_image(48, 48, 1)],
-                               [INSTRUCTIONS["caption"], INSTRUCTIONS["scene"]])
-    out = lora.generate(**inputs, max_new_tokens=4, do_sample=False)
-    assert out.shape[0] == 2 and out.shape[1] > inputs["input_ids"].shape[1]
+    generates_a_batch(lora, processor, [noise_image(40, 60), noise_image(48, 48, 1)])
 
 
 def test_flan_t5_variants_are_refused(tmp_path):

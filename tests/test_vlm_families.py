@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from fusionrs.train.vlm.chat import IGNORE, collate, encode_example, generation_inputs
+from fusionrs.train.vlm.chat import IGNORE, collate, encode_example
 from fusionrs.train.vlm.instructions import INSTRUCTIONS
+from tests.vlm_checks import generates_a_batch, lora_steps_lower_the_loss
 
 FAMILIES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration",
             "instructblip": "InstructBlipForConditionalGeneration"}
@@ -58,15 +59,7 @@ def test_family_loads_masks_trains_and_round_trips(family, tmp_path):
     # Images of two aspect ratios in one batch (LLaVA-NeXT: 3 and 2 tiles).
     batch = collate([ex, encode_example(processor, ir_image(40, 40, 1), INSTRUCTIONS["caption"], "a harbor")],
                     tok.pad_token_id)
-    opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(4):
-        loss = lora(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(float(loss))
-    assert losses[-1] < losses[0]
+    lora_steps_lower_the_loss(lora, batch)
 
     lora.eval()
     lora.save_pretrained(tmp_path / "adapter")
@@ -75,7 +68,4 @@ def test_family_loads_masks_trains_and_round_trips(family, tmp_path):
         assert torch.equal(reloaded(**batch).logits, lora(**batch).logits)
 
     # Batched greedy generation from left-padded prompts of different lengths.
-    inputs = generation_inputs(processor, [ir_image(40, 60), ir_image(40, 40, 1)],
-                               [INSTRUCTIONS["caption"], INSTRUCTIONS["scene"]])
-    out = reloaded.generate(**inputs, max_new_tokens=4, do_sample=False)
-    assert out.shape[0] == 2 and out.shape[1] > inputs["input_ids"].shape[1]
+    generates_a_batch(reloaded, processor, [ir_image(40, 60), ir_image(40, 40, 1)])
