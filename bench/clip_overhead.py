@@ -1,18 +1,21 @@
-"""CLIP training overhead on CPU: Ray Train (DeepSpeed ZeRO-2 or DDP) step time vs a plain torch
-loop, same tiny model, same batch, same loss, one worker.
+"""CLIP training overhead on CPU: the trainer on Ray Train (DeepSpeed ZeRO-2 or DDP) step time vs a
+plain torch loop, same tiny model, same batch, same loss, one worker.
 
     python bench/clip_overhead.py                         # tiny debug CLIP, batch 32, 30 steps
     python bench/clip_overhead.py --batch 64 --steps 50 --strategies deepspeed ddp
 
 Both sides time the same thing: forward + loss + backward + optimizer step (`step_s`), median
-over the steps after the first. Ray Train also reports the whole iteration (`iter_s`: waiting
-for the next Ray Data batch included). Ratio = Ray Train step / plain-loop step.
+over the steps after the first two (the trainer's `step_s_median`). The plain loop runs the
+trainer's own CLIP step (train/clip/step.py: model, loss, logit-scale clamp) with torch AdamW and
+gradient clipping; the Ray side is `fusionrs.train.trainer.fit` with that step on synthetic
+preprocessed rows from Ray Data. Ray Train also reports the whole iteration (`iter_s`: waiting
+for the next Ray Data batch included), timed between consecutive steps by a trainer callback.
+Ratio = Ray Train step / plain-loop step.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -32,73 +35,100 @@ def synthetic_batch(batch: dict, image_size: int) -> dict:
     n = len(ids)
     return {"rgb": rng.standard_normal((n, 3, image_size, image_size), dtype=np.float32),
             "ir": rng.standard_normal((n, 3, image_size, image_size), dtype=np.float32),
-            "text": rng.integers(1, 49000, (n, 77)).astype(np.int64)}
+            "text": rng.integers(1, 49000, (n, 77)).astype(np.int64),
+            "sample_id": np.asarray([f"s{i}" for i in ids])}
 
 
-def plain_loop(tiny: dict, batch: int, steps: int) -> float:
-    from fusionrs.train.clip.loss import trimodal_loss
-    from fusionrs.train.clip.model import create_clip
-    from fusionrs.train.clip.train import encode
+class StepClock:
+    """Trainer callback (rank 0, before every micro-step): appends the time to a file, so the
+    intervals between steps are whole iterations, the wait for the next batch included."""
 
-    torch.manual_seed(0)
-    model, _, _ = create_clip(tiny["model"], tiny["pretrained"], tiny["model_config"])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __call__(self, info) -> None:
+        if info.rank == 0:
+            with open(self.path, "a") as f:
+                f.write(f"{time.perf_counter()}\n")
+
+
+def warm_median(xs: list[float]) -> float:
+    """The trainer's window: the steps after the first two (when there are more than four)."""
+    return statistics.median(xs[2:] if len(xs) > 4 else xs)
+
+
+def train_config(tiny: dict, batch: int, strategy: str, out: str):
+    from fusionrs.config import ClipTrainConfig, load_config
+
+    return load_config(None, [
+        "data=synthetic", f"run.name=overhead-{strategy}", f"run.storage_path={out}",
+        *(f"model.{k}={v}" for k, v in tiny.items()), "setting=580k-only", f"batch_size={batch}",
+        "optim.lr=1e-4", "optim.weight_decay=0.1", "optim.warmup_steps=1", "optim.epochs=1", "optim.grad_clip=1.0",
+        "run.num_workers=1", "run.cpus_per_worker=1", f"parallel.strategy={strategy}",
+        "run.checkpoint_every=1000000", "run.log_every=10",
+        "loader.materialize_below=0", "loader.shuffle_buffer=0",  # rows stream in order: no shuffle buffer to fill
+    ], cls=ClipTrainConfig)
+
+
+def plain_loop(tiny: dict, batch: int, steps: int, work: str) -> float:
+    from fusionrs.train.clip.step import ClipStep
+    from fusionrs.train.trainer import param_groups
+
+    cfg = train_config(tiny, batch, "ddp", work)  # the same model, loss and optimizer settings
+    step = ClipStep(cfg, {})
+    torch.manual_seed(cfg.run.seed)
+    model = step.build_model(torch.device("cpu"))
+    opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     data = synthetic_batch({"id": np.arange(batch)}, size)
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        loss, _ = trimodal_loss(encode(model, data, torch.device("cpu")), model.logit_scale, "580k-only")
-        opt.zero_grad(set_to_none=True)
+        loss, _, _ = step.loss(model, data, torch.device("cpu"))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
+        opt.zero_grad(set_to_none=True)
+        step.after_optimizer_step(model)
         times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
+    return warm_median(times)
 
 
-def ray_train(tiny: dict, batch: int, steps: int, strategy: str, out: str) -> dict:
+def ray_train(tiny: dict, batch: int, steps: int, strategy: str, out: str) -> tuple[float, float]:
+    """(median step s, median iteration s) of the trainer on one Ray Train worker."""
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
-    from fusionrs.train.clip.train import ClipTrainConfig, train_loop
+    from fusionrs.train.clip.step import ClipStep
+    from fusionrs.train.trainer import fit
 
+    cfg = train_config(tiny, batch, strategy, out)
     size = 64  # the tiny model's image size
     ds = ray.data.range(batch * steps).map_batches(synthetic_batch, fn_kwargs={"image_size": size}, batch_size=batch)
-    cfg = ClipTrainConfig(data="synthetic", name=f"overhead-{strategy}", storage_path=out, model=tiny["model"],
-                          model_config=tiny["model_config"], pretrained=tiny["pretrained"], lr=1e-4, warmup_steps=1,
-                          epochs=1, batch_size=batch, num_workers=1, strategy=strategy, checkpoint_every=10 ** 6)
-    import dataclasses
-
-    trainer = TorchTrainer(train_loop, train_loop_config={"cfg": dataclasses.asdict(cfg), "train_rows": batch * steps},
-                           scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                           run_config=ray.train.RunConfig(name=cfg.name, storage_path=out), datasets={"train": ds})
-    return trainer.fit().metrics
+    clock = Path(out) / f"clock-{strategy}.txt"
+    result = fit(cfg, ClipStep, ds, batch * steps, callbacks=[StepClock(clock)])
+    starts = [float(x) for x in clock.read_text().split()]
+    return result.metrics["step_s_median"], warm_median([b - a for a, b in zip(starts, starts[1:])])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--strategies", nargs="+", default=["deepspeed", "ddp"])
+    ap.add_argument("--strategies", nargs="+", default=["deepspeed", "ddp"], choices=["deepspeed", "ddp"])
     args = ap.parse_args()
-    import ray
-
-    from fusionrs.train.clip.model import write_tiny_clip
+    from fusionrs.core.ray_session import start_ray
+    from fusionrs.dev.tiny_clip import write_tiny_clip
 
     work = tempfile.mkdtemp(prefix="fusionrs-clip-overhead-")
     tiny = write_tiny_clip(Path(work) / "tiny")
     torch.set_num_threads(1)  # the Ray Train worker gets one CPU: give the plain loop the same
-    plain = plain_loop(tiny, args.batch, args.steps)
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    plain = plain_loop(tiny, args.batch, args.steps, work)
+    start_ray(num_cpus=2, log_file=str(Path(work) / "ray.log"))  # a new local instance (or RAY_ADDRESS)
     rows = [("plain torch loop", plain, float("nan"))]
     for s in args.strategies:
-        m = ray_train(tiny, args.batch, args.steps, s, str(Path(work) / "train"))
-        rows.append((f"Ray Train + {'DeepSpeed ZeRO-2' if s == 'deepspeed' else 'DDP'} (1 worker)",
-                     m["step_s_median"], m["iter_s_median"]))
-    print(f"\ntiny CLIP ({tiny['model']}), batch {args.batch}, {args.steps} steps, 1 CPU thread, torch {torch.__version__}")
+        step, it = ray_train(tiny, args.batch, args.steps, s, str(Path(work) / "train"))
+        rows.append((f"Ray Train + {'DeepSpeed ZeRO-2' if s == 'deepspeed' else 'DDP'} (1 worker)", step, it))
+    print(f"\ntiny CLIP ({tiny['name']}), batch {args.batch}, {args.steps} steps, 1 CPU thread, torch {torch.__version__}")
     print("| Loop | step s (median) | iteration s (median) | step ratio vs plain |\n|---|---|---|---|")
     for name, step, it in rows:
         print(f"| {name} | {step:.4f} | {it:.4f} | {step / plain:.2f}× |")

@@ -10,8 +10,12 @@ same micro-batch, same rows; tokens/s and (on a GPU) MFU.
 
 Both sides time the same micro-step: processor encoding + forward + backward + optimizer
 (DeepSpeed steps the optimizer every micro-step here: accumulation 1), median after the first
-steps. MFU = model FLOPs of one micro-step (forward + backward, attention included, counted
-with torch's FlopCounterMode on the same batch; the gradient-checkpointing recompute is not
+two steps. The Ray side is the trainer (`fusionrs.train.trainer.fit`) with the VLM step
+(train/vlm/step.py: the same model, LoRA and chat encoding) on one Ray Train worker; its
+tokens/s is the trainer's own `tokens_per_s` metric, logged every step here (its window
+includes the wait for the next Ray Data batch); the plain loop's is tokens over step time.
+MFU = model FLOPs of one micro-step (forward + backward, attention included, counted with
+torch's FlopCounterMode on the same batch; the gradient-checkpointing recompute is not
 counted, as MFU is usually defined) × steps/s / the card's dense bf16 peak. Beside it, the
 6·N·tokens estimate (forward 2N, recompute 2N, input gradients 2N per token, N = all parameters:
 the hardware FLOPs of frozen-base LoRA with checkpointing).
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PEAK_TFLOPS_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
+LORA = {"r": 32, "alpha": 64, "dropout": 0.05}  # the paper's (and the trainer's default lora section)
 # Sizes from the released Qwen2.5-VL-3B/7B-Instruct config.json files (vision tower shared).
 VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, spatial_merge_size=2,
               temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu")
@@ -100,10 +104,12 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float, float, int]:
     else:
         model = load_model(a.model, dtype="bfloat16" if a.bf16 else "float32", attn_implementation=a.attn).to(a.device)
     n_params = sum(p.numel() for p in model.parameters())
-    model.config.use_cache = False
+    for c in (model.config, getattr(model.config, "text_config", None)):  # as the trainer's VLM step
+        if c is not None:
+            c.use_cache = False
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
-    model = add_lora(model, 32, 64, 0.05)
+    model = add_lora(model, LORA["r"], LORA["alpha"], LORA["dropout"])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     times, tokens, enc_s = [], [], []
 
@@ -115,19 +121,19 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float, float, int]:
             batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
         return batch
 
-    def count_flops() -> int:  # model FLOPs of one micro-step: forward + backward, no recompute
-        model.gradient_checkpointing_disable()  # the counter and checkpoint recompute do not mix
+    def count_flops(m) -> int:  # model FLOPs of one micro-step: forward + backward, no recompute
+        m.gradient_checkpointing_disable()  # the counter and checkpoint recompute do not mix
         with FlopCounterMode(display=False) as fc:
-            model(**encoded(data[:a.micro_batch_size])).loss.backward()
-        opt.zero_grad(set_to_none=True)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            m(**encoded(data[:a.micro_batch_size]), use_cache=False).loss.backward()
+        m.zero_grad(set_to_none=True)
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return fc.get_total_flops()
 
     try:
-        flops = count_flops()
+        flops = count_flops(model)
     except AssertionError:  # torch's counter rejects grouped-query SDPA shapes: count the same math eagerly
         model.set_attn_implementation("eager")
-        flops = count_flops()
+        flops = count_flops(model)
         model.set_attn_implementation(a.attn)
     for s in range(0, len(data), a.micro_batch_size):
         chunk = data[s:s + a.micro_batch_size]
@@ -136,7 +142,7 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float, float, int]:
         if a.device == "cuda":
             torch.cuda.synchronize()
         enc_s.append(time.perf_counter() - t)  # processor + host-to-device copy: CPU work inside the step
-        loss = model(**batch).loss
+        loss = model(**batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -157,28 +163,29 @@ def plain_loop(a, data: list[dict]) -> tuple[float, float, float, int]:
     return statistics.median(times[warm]), sum(tokens[warm]) / sum(times[warm]), flops, n_params
 
 
-def ray_train(a, data: list[dict], out: str) -> dict:
+def ray_train(a, data: list[dict], out: str) -> tuple[float, float]:
+    """(median micro-step s, median tokens/s) of the trainer with the VLM step on one worker."""
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
-    from fusionrs.train.vlm.train import VlmTrainConfig, train_loop
+    from fusionrs.config import VlmTrainConfig, load_config
+    from fusionrs.core.ray_session import start_ray
+    from fusionrs.train.metrics import read_metrics
+    from fusionrs.train.trainer import fit
+    from fusionrs.train.vlm.step import VlmStep
 
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-        ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                 **({"num_cpus": 2} if a.device == "cpu" else {}))
-    cfg = VlmTrainConfig(data="bench", name="vlm-overhead", storage_path=out, model=a.model, micro_batch_size=a.micro_batch_size,
-                         grad_accum=1, bf16=a.bf16, max_pixels=a.max_pixels, num_workers=1, use_gpu=a.device == "cuda",
-                         checkpoint_every=10 ** 6, lr=2e-4, attn_implementation=a.attn)
-    import dataclasses
-
-    trainer = TorchTrainer(train_loop, train_loop_config={"cfg": dataclasses.asdict(cfg), "train_rows": len(data)},
-                           scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=cfg.use_gpu,
-                                                                  resources_per_worker={"CPU": 1}),
-                           run_config=ray.train.RunConfig(name=cfg.name, storage_path=out),
-                           datasets={"train": ray.data.from_items(data)})
-    return trainer.fit().metrics
+    start_ray(num_cpus=2 if a.device == "cpu" else 0, log_file=str(Path(out) / "ray.log"))
+    cfg = load_config(None, [
+        "data=bench", "run.name=vlm-overhead", f"run.storage_path={out}", f"model.path={a.model}",
+        f"model.max_pixels={a.max_pixels}", f"model.attn_implementation={a.attn}", "model.gradient_checkpointing=true",
+        *(f"lora.{k}={v}" for k, v in LORA.items()), f"micro_batch_size={a.micro_batch_size}",
+        "optim.grad_accum=1", "optim.lr=2e-4", "optim.epochs=1", f"parallel.bf16={str(a.bf16).lower()}",
+        "parallel.strategy=deepspeed", "parallel.zero_stage=2", "run.num_workers=1", "run.cpus_per_worker=1",
+        f"run.use_gpu={str(a.device == 'cuda').lower()}", "run.checkpoint_every=1000000", "run.log_every=1",
+        "loader.materialize_below=0", "loader.shuffle_buffer=0",  # rows stream in order: no shuffle buffer to fill
+    ], cls=VlmTrainConfig)
+    result = fit(cfg, VlmStep, ray.data.from_items(data), len(data))
+    tps = [r["train/tokens_per_s"] for r in read_metrics(cfg) if "train/tokens_per_s" in r]
+    return result.metrics["step_s_median"], statistics.median(tps[2:] if len(tps) > 4 else tps)
 
 
 def main() -> None:
@@ -221,8 +228,7 @@ def main() -> None:
 
         table.append(f"| plain torch loop | {mb} | {step_s:.4f} | {tps:.0f} | {flops / 1e12:.2f} | {mfu(step_s, tps)} | 1.00× |")
         if not a.no_ray:
-            m = ray_train(a, data, str(Path(work) / f"train-mb{mb}"))
-            rt_step, rt_tps = m["micro_step_s_median"], m["tokens_per_s_per_worker"]
+            rt_step, rt_tps = ray_train(a, data, str(Path(work) / f"train-mb{mb}"))
             table.append(f"| Ray Train + DeepSpeed ZeRO-2 (1 worker) | {mb} | {rt_step:.4f} | {rt_tps:.0f} | "
                          f"{flops / 1e12:.2f} | {mfu(rt_step, rt_tps)} | {rt_step / step_s:.2f}× |")
     name = a.arch or Path(a.model).name
