@@ -13,7 +13,9 @@ local Ray instance, RAY_ADDRESS ignored), so peak RSS figures are independent. R
 build: rows/s over the build (Ray already started), the build driver's peak RSS (sampled, and
 ru_maxrss), the driver's peak RSS per build phase, and the peak of the whole process tree
 (driver + every Ray process it started) as PSS, which counts shared pages (the object store)
-once. `--work DIR` keeps the sources and outputs there (default: a temporary folder).
+once. `--work DIR` keeps the sources and outputs there (default: a temporary folder);
+`--sources DIR` reuses the sources of an earlier run's `--work DIR` (DIR/r<rows>/src) instead of
+generating them (100K rows of sources take ~15 min to generate).
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ def make_sources(root: Path, rows: int) -> tuple[Path, int]:
 
     info = write_sample(root / "src", per_source=max(1, rows // 5), seed=0)
     return Path(info["out"]), info["records"]
+
+
+def reuse_sources(root: Path, rows: int) -> tuple[Path, int]:
+    """The sources an earlier run generated for `rows` rows under `root` (its --work folder)."""
+    from fusionrs.dev.sample import read_manifest
+
+    src = root / f"r{rows}" / "src"
+    if not (src / "records.json").exists():
+        sys.exit(f"{src} holds no generated sources (records.json): run once with --work {root} first")
+    return src, len(read_manifest(src)["records"])
 
 
 def bare_loop_rates(cfg, n: int = 300) -> dict:
@@ -185,6 +197,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a build config override (repeatable), e.g. translate.resolution=64")
     ap.add_argument("--work", default="", help="keep sources and outputs in this folder (default: a temporary one)")
+    ap.add_argument("--sources", default="", help="reuse the sources of an earlier run's --work folder")
     ap.add_argument("--no-bare-loop", action="store_true", help="skip the single-process stage rates")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -202,9 +215,10 @@ def main() -> None:
             if (d / "out").exists():  # the build would resume it: nothing would be measured
                 sys.exit(f"{d / 'out'} exists (a build there resumes); remove it or pick another --work")
             t0 = time.perf_counter()
-            src, records = make_sources(d, rows)
+            src, records = reuse_sources(Path(a.sources).resolve(), rows) if a.sources else make_sources(d, rows)
             gen = time.perf_counter() - t0
-            print(f"{rows:>7} rows: {records} records generated in {gen:.0f}s", flush=True)
+            print(f"{rows:>7} rows: {records} records " + (f"reused from {src}" if a.sources else f"generated in {gen:.0f}s"),
+                  flush=True)
             if rows == a.rows[0] and not a.no_bare_loop:
                 rates = bare_loop_rates(build_config(src, d / "unused", a.overrides))
                 print("bare-loop rows/s (1 process): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()),

@@ -56,3 +56,27 @@ def test_groups_union_exact_near_and_captions():
     assert dict(zip(ids, g2.group_id))["d"] != dict(zip(ids, g2.group_id))["f"]
     rev = group_samples(ids[::-1], ph[::-1], sha[::-1], caps[::-1], radius=4)
     assert dict(zip(ids[::-1], rev.group_id)) == gid
+
+
+def test_compact_columns_group_as_the_lists_do():
+    """The plan's compact input (pHash as uint64, keys as equality codes: plan.read_plan_input)
+    gives the same groups and the same union counts as the lists of strings."""
+    from fusionrs.build.dedup import equality_codes, phash_values
+
+    rng = np.random.default_rng(7)
+    n = 400
+    base = rng.integers(0, 2**63, n, dtype=np.uint64)
+    base[50:60] = base[:10]  # exact pHash copies
+    base[60:70] = base[10:20] ^ np.uint64(0b101)  # near copies
+    ph = [f"{int(h):016x}" for h in base]
+    ir = [f"{int(h):016x}" for h in base[::-1]]
+    sha = [f"s{i % 350}" for i in range(n)]
+    caps = [None if i % 3 else f"k{i % 40}" for i in range(n)]
+    ir_sha = [f"i{i % 390}" for i in range(n)]
+    ids = [f"A-{i:04d}" for i in range(n)]
+    lists = group_samples(ids, ph, sha, caps, 4, True, ir, ir_sha)
+    compact = group_samples(ids, phash_values(ph), equality_codes(sha), equality_codes(caps), 4, True,
+                            phash_values(ir), equality_codes(ir_sha))
+    assert compact.group_id == lists.group_id and compact.stats == lists.stats
+    assert (compact.group_size == lists.group_size).all()
+    assert lists.stats["exact_phash_unions"] == 10 and lists.stats["caption_unions"] > 0

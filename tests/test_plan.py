@@ -98,6 +98,47 @@ def test_plan_reads_only_translated_rows_and_picks_representatives_among_them(tm
     assert plan.split == ["val"] * 3 and all(plan.eval_rep)  # A-1 represents the group A-0 was in
 
 
+def test_plan_input_read_part_by_part_is_the_rows_as_listed(tmp_path):
+    """Across parts: a sample_id listed again later is left out (counted), a failed translation,
+    a reject and a takedown are in no row, a row listed twice in an IR file takes its last
+    hashes; the compact columns plan exactly as the same rows given as strings."""
+    c = cfg(tmp_path)
+    st, layout = Storage(), Layout(c.output)
+    fps = {"ingest": "i", "translate": "t"}
+    cap = [f"{i:064x}" for i in range(3)]
+
+    def part(name, ids, reject, caption_key, ir_ids, ir_status, ir_sha):
+        n = len(ids)
+        st.write_parquet(layout.ingest("i", name), pa.table({
+            "sample_id": ids, "source": ["A"] * n, "rgb_phash": [far(int(s[2:])) for s in ids],
+            "rgb_sha256": [f"r{s}" for s in ids], "caption_key": pa.array(caption_key, pa.string()),
+            "reject_reason": pa.array(reject, pa.string())}))
+        st.write_parquet(layout.ir("t", name), pa.table({
+            "sample_id": ir_ids, "ir_jpeg": [b"j"] * len(ir_ids), "ir_status": ir_status,
+            "ir_sha256": pa.array(ir_sha, pa.string()),
+            "ir_phash": [far(100 + k) if s == "ok" else None for k, s in enumerate(ir_status)]}))
+
+    part("p0", ["A-0", "A-1", "A-2", "A-3"], [None, None, "bad_record", None], [cap[0], None, None, cap[0]],
+         ["A-0", "A-1", "A-3", "A-0"], ["ok", "ir_blank", "ok", "ok"], ["x", None, "y", "z"])
+    part("p1", ["A-0", "A-4", "A-5"], [None, None, None], [cap[1], cap[2], None],
+         ["A-0", "A-4", "A-5"], ["ok", "ok", "ok"], ["x", "y", "w"])
+    rows, dup = read_plan_input(c, st, fps, ["p0", "p1"], frozenset({"A-5"}))
+    assert rows.sample_id == ["A-0", "A-3", "A-4"] and dup == 1  # A-0 again in p1: its p0 row is planned
+    assert rows.part_index.tolist() == [0, 0, 1] and rows.source == ["A"] * 3
+    assert rows.ir_phash.tolist() == [int(far(103), 16), int(far(102), 16), int(far(101), 16)]  # A-0: its last IR row
+    sha = rows.ir_sha256.tolist()  # equality codes: A-0 "z" (its last IR row), A-3 and A-4 "y"
+    keys = rows.caption_key.tolist()
+    assert sha[1] == sha[2] != sha[0] and keys[0] == keys[1] != keys[2]
+    as_strings = PlanInput(rows.sample_id, rows.source, [far(0), far(3), far(4)], ["rA-0", "rA-3", "rA-4"],
+                           [cap[0], cap[0], cap[2]], [far(103), far(102), far(101)], ["z", "y", "y"], rows.part_index)
+    c.split.fractions = {"train": 0.0, "val": 1.0, "test": 0.0}
+    c.split.min_heldout_per_source = 0
+    compact, listed = make_plan(rows, c), make_plan(as_strings, c)
+    assert (compact.group_id, compact.split, compact.summary) == (listed.group_id, listed.split, listed.summary)
+    assert len(set(compact.group_id)) == 1  # A-0 and A-3 by caption, A-3 and A-4 by IR SHA-256
+    assert compact.summary["dedup"]["caption_unions"] == 1 and compact.summary["dedup"]["ir_exact_sha256_unions"] == 1
+
+
 def test_synthetic_600k_plan_meets_the_recipe_counts(tmp_path):
     """The priced plan over synthetic metadata (a 60K scale model of the 600K recipe here; the
     600K run's figures are in docs/benchmarks.md): the recipe's per-source counts scaled

@@ -102,40 +102,56 @@ class GroupingResult:
     stats: dict
 
 
-def group_samples(sample_ids: list[str], phash_hex: list[str], sha256: list[str],
-                  caption_keys: list[str | None], radius: int = 4, use_captions: bool = True,
-                  ir_phash_hex: list[str] | None = None, ir_sha256: list[str] | None = None) -> GroupingResult:
+def equality_codes(keys) -> np.ndarray:
+    """Equal keys → equal codes ≥ 0; no key (None) → -1. `keys`: a list of any hashable values,
+    or an array: int64 codes as given (the compact plan input, plan.py), uint64 hashes coded."""
+    if isinstance(keys, np.ndarray):
+        return np.unique(keys, return_inverse=True)[1].reshape(-1) if keys.dtype == np.uint64 else keys
+    index: dict = {}
+    return np.array([-1 if k is None else index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
+
+
+def phash_values(hashes) -> np.ndarray:
+    """pHash64 values as uint64: from hex strings (phash_hex writes 16 lowercase digits, so equal
+    strings and equal values agree), or already an uint64 array."""
+    if isinstance(hashes, np.ndarray):
+        return hashes.astype(np.uint64, copy=False)
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+
+
+def group_samples(sample_ids: list[str], phash_hex, sha256, caption_keys, radius: int = 4,
+                  use_captions: bool = True, ir_phash_hex=None, ir_sha256=None) -> GroupingResult:
     """Joint groups (official implementation §3.2): RGB SHA-256, RGB pHash ≤ r, IR SHA-256,
-    IR pHash ≤ r and equal caption keys, unioned. The IR lists are optional (None: RGB only)."""
+    IR pHash ≤ r and equal caption keys, unioned. The IR columns are optional (None: RGB only).
+    pHash columns: hex strings or uint64 values; SHA-256 and caption keys: values (None: no
+    key) or equality codes (equality_codes)."""
     n = len(sample_ids)
     uf = UnionFind(n)
     stats: dict = {"samples": n}
 
-    def union_equal(keys: list) -> int:
-        first: dict = {}
-        unions = 0
-        for i, k in enumerate(keys):
-            if k is None:
-                continue
-            if k in first:
-                unions += uf.union(first[k], i)
-            else:
-                first[k] = i
-        return unions
+    def union_equal(keys) -> int:
+        # Every row with a key joins the first row with that key, in row order.
+        codes = equality_codes(keys)
+        rows = np.flatnonzero(codes >= 0)
+        _, first, inverse = np.unique(codes[rows], return_index=True, return_inverse=True)
+        firsts = rows[first[inverse.reshape(-1)]]
+        later = firsts != rows
+        return uf.union_arrays(firsts[later], rows[later])
 
-    def union_near(hex_hashes: list[str]) -> tuple[int, int]:
-        hashes = np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
+    def union_near(hashes: np.ndarray) -> tuple[int, int]:
         uniq, first_index = np.unique(hashes, return_index=True)
         i, j, _ = near_pairs(uniq, radius)
         return int(len(i)), uf.union_arrays(first_index[i], first_index[j])
 
     stats["exact_sha256_unions"] = union_equal(sha256)
-    stats["exact_phash_unions"] = union_equal(phash_hex)
-    stats["near_pairs"], stats["near_unions"] = union_near(phash_hex)
+    phash = phash_values(phash_hex)
+    stats["exact_phash_unions"] = union_equal(phash)
+    stats["near_pairs"], stats["near_unions"] = union_near(phash)
     if ir_phash_hex is not None and ir_sha256 is not None:
         stats["ir_exact_sha256_unions"] = union_equal(ir_sha256)
-        stats["ir_exact_phash_unions"] = union_equal(ir_phash_hex)
-        stats["ir_near_pairs"], stats["ir_near_unions"] = union_near(ir_phash_hex)
+        ir_phash = phash_values(ir_phash_hex)
+        stats["ir_exact_phash_unions"] = union_equal(ir_phash)
+        stats["ir_near_pairs"], stats["ir_near_unions"] = union_near(ir_phash)
     stats["caption_unions"] = union_equal(caption_keys) if use_captions else 0
 
     roots = uf.roots()

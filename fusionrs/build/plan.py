@@ -8,14 +8,14 @@ core of `fusionrs plan` (plan_cli.py), which feeds it metadata instead of a buil
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
-from fusionrs.build.dedup import group_samples
+from fusionrs.build.dedup import group_samples, phash_values
 from fusionrs.build.split import assign_splits, cross_split_groups, select_subset
 from fusionrs.config.build import BuildConfig
 from fusionrs.core.storage import Storage
@@ -24,19 +24,25 @@ from fusionrs.dataset.schema import IR_OK
 
 INGEST_PLAN_COLUMNS = ["sample_id", "source", "rgb_phash", "rgb_sha256", "caption_key", "reject_reason"]
 IR_PLAN_COLUMNS = ["sample_id", "ir_status", "ir_sha256", "ir_phash"]
+# What read_plan_input keeps of a part: the planned rows' ingest columns, then their IR hashes.
+PLANNED_SCHEMA = pa.schema([(c, pa.string()) for c in ("sample_id", "source", "rgb_phash", "rgb_sha256", "caption_key",
+                                                        "ir_phash", "ir_sha256")])
 
 
 @dataclass
 class PlanInput:
-    """One row per planned sample (usable and translated), aligned lists."""
+    """One row per planned sample (usable and translated), aligned columns. The hashes and keys
+    are lists of strings (tests, the synthetic plan) or, from read_plan_input, compact arrays:
+    pHash as uint64, SHA-256 and caption keys as equality codes (dedup.equality_codes: equal
+    value, equal code; -1 none), so that 100K rows cost a few MiB, not Python strings."""
 
     sample_id: list[str]
     source: list[str]
-    rgb_phash: list[str]
-    rgb_sha256: list[str]
-    caption_key: list[str | None]
-    ir_phash: list[str] | None = None
-    ir_sha256: list[str] | None = None
+    rgb_phash: list[str] | np.ndarray
+    rgb_sha256: list[str] | np.ndarray
+    caption_key: list[str | None] | np.ndarray
+    ir_phash: list[str] | np.ndarray | None = None
+    ir_sha256: list[str] | np.ndarray | None = None
     part_index: np.ndarray | None = None  # the build's part of each row
 
 
@@ -68,40 +74,95 @@ def read_plan_input(cfg: BuildConfig, storage: Storage, fps: dict, parts: list[s
                     tombstoned: frozenset = frozenset()) -> tuple[PlanInput, int]:
     """The plan's columns of every part's ingest and IR files, less taken-down samples. Returns
     the rows and how many duplicate sample_ids were left out (the same record listed twice: its
-    first row is kept)."""
+    first row is kept).
+
+    One part at a time, each made compact at once (PlanInput's arrays): a dataset over every
+    stage file holds each file's footer for the whole scan, and the rows as Python strings cost
+    ~300 MiB at 100K rows."""
     layout = Layout(cfg.output)
-    fs, _ = storage.resolve(cfg.output)
+    acc = _Compact()
+    for k, part in enumerate(parts):
+        acc.add(k, _planned_rows(storage.read_parquet(layout.ingest(fps["ingest"], part), INGEST_PLAN_COLUMNS),
+                                 storage.read_parquet(layout.ir(fps["translate"], part), IR_PLAN_COLUMNS), tombstoned))
+    return acc.rows()
 
-    def table(paths: list[str], columns: list[str]) -> tuple[pa.Table, np.ndarray]:
-        local = [storage.resolve(p)[1] for p in paths]
-        counts = [pads.dataset(p, filesystem=fs, format="parquet").count_rows() for p in local]
-        t = pads.dataset(local, filesystem=fs, format="parquet").to_table(columns=columns)
-        return t, np.repeat(np.arange(len(paths)), counts)
 
-    ing, ing_part = table([layout.ingest(fps["ingest"], p) for p in parts], INGEST_PLAN_COLUMNS)
-    ir, ir_part = table([layout.ir(fps["translate"], p) for p in parts], IR_PLAN_COLUMNS)
-    ok_ir = np.asarray(pc.equal(ir.column("ir_status"), IR_OK).fill_null(False))
-    ir_hashes = {(int(k), s): (h, p) for k, s, h, p in zip(
-        ir_part[ok_ir], ir.column("sample_id").filter(ok_ir).to_pylist(),
-        ir.column("ir_sha256").filter(ok_ir).to_pylist(), ir.column("ir_phash").filter(ok_ir).to_pylist())}
-    usable = np.asarray(ing.column("reject_reason").is_null())
-    t, part_of = ing.filter(pa.array(usable)), ing_part[usable]
-    sids = t.column("sample_id").to_pylist()
-    keep, seen, duplicates = [], set(), 0
-    for i, (k, s) in enumerate(zip(part_of, sids)):
-        if (int(k), s) not in ir_hashes or s in tombstoned:
-            continue  # translation failed (a reject), or taken down: in no group and no count
-        if s in seen:
-            duplicates += 1  # the same record listed twice: its first row is planned
-            continue
-        seen.add(s)
-        keep.append(i)
-    t, part_of = t.take(keep), part_of[keep]
-    sids = [sids[i] for i in keep]
-    ir_sha, ir_ph = zip(*(ir_hashes[(int(k), s)] for k, s in zip(part_of, sids))) if sids else ((), ())
-    return PlanInput(sids, t.column("source").to_pylist(), t.column("rgb_phash").to_pylist(),
-                     t.column("rgb_sha256").to_pylist(), t.column("caption_key").to_pylist(),
-                     list(ir_ph), list(ir_sha), part_of), duplicates
+class _Compact:
+    """The planned rows gathered part by part: sample_ids and sources as Python lists (the plan
+    needs them as strings; a source's name is one shared object), pHashes as uint64, and the
+    SHA-256 and caption keys as 32-byte digests (_digests) until all are read, then codes."""
+
+    def __init__(self):
+        self.sample_id: list[str] = []
+        self.source: list[str] = []
+        self.names: dict[str, str] = {}
+        self.part: list[np.ndarray] = [np.zeros(0, np.int64)]
+        self.phash: dict[str, list[np.ndarray]] = {c: [np.zeros(0, np.uint64)] for c in ("rgb_phash", "ir_phash")}
+        self.keys: dict[str, list[np.ndarray]] = {c: [np.zeros(0, "S32")] for c in ("rgb_sha256", "caption_key",
+                                                                                   "ir_sha256")}
+
+    def add(self, k: int, t: pa.Table) -> None:
+        self.sample_id += t.column("sample_id").to_pylist()
+        self.source += [self.names.setdefault(s, s) for s in t.column("source").to_pylist()]
+        self.part.append(np.full(t.num_rows, k, dtype=np.int64))
+        for c, arrays in self.phash.items():
+            arrays.append(phash_values(t.column(c).to_pylist()))
+        for c, arrays in self.keys.items():
+            arrays.append(_digests(t.column(c).to_pylist()))
+
+    def rows(self) -> tuple[PlanInput, int]:
+        first = _first_rows(self.sample_id)
+        duplicates = len(self.sample_id) - len(first)
+        keep = np.array(first, dtype=np.int64)
+
+        def kept(arrays: list[np.ndarray]) -> np.ndarray:
+            a = np.concatenate(arrays)
+            return a[keep] if duplicates else a
+
+        def codes(c: str) -> np.ndarray:
+            digests = kept(self.keys[c])
+            out = np.unique(digests, return_inverse=True)[1].reshape(-1).astype(np.int64)
+            out[digests == b""] = -1  # no key
+            return out
+
+        sids, sources = self.sample_id, self.source
+        if duplicates:
+            sids, sources = [sids[i] for i in first], [sources[i] for i in first]
+        return PlanInput(sids, sources, kept(self.phash["rgb_phash"]), codes("rgb_sha256"), codes("caption_key"),
+                         kept(self.phash["ir_phash"]), codes("ir_sha256"), kept(self.part)), duplicates
+
+
+def _digests(keys: list[str | None]) -> np.ndarray:
+    """Keys as fixed-width 32-byte values for equality: SHA-256 of the key (itself a SHA-256 hex
+    digest in a build; hashing again keeps any string exact, bar a SHA-256 collision, where a
+    64-bit hash would merge unrelated groups once in a few billion builds). None: b"" (no key)."""
+    return np.array([b"" if k is None else hashlib.sha256(k.encode("utf-8", "surrogatepass")).digest() for k in keys],
+                    dtype="S32")
+
+
+def _planned_rows(ing: pa.Table, ir: pa.Table, tombstoned: frozenset) -> pa.Table:
+    """One part's usable ingest rows whose translation succeeded, less taken-down samples, in
+    ingest order, with their IR hashes (a row listed twice in the IR file: its last row's)."""
+    ok = ir.filter(pc.equal(ir.column("ir_status"), IR_OK).fill_null(False))
+    ir_row = {s: j for j, s in enumerate(ok.column("sample_id").to_pylist())}
+    usable = ing.filter(ing.column("reject_reason").is_null())
+    pairs = [(i, ir_row[s]) for i, s in enumerate(usable.column("sample_id").to_pylist())
+             if s in ir_row and s not in tombstoned]  # else a reject (translation failed), or taken down
+    rows = usable.take(pa.array([i for i, _ in pairs], pa.int64()))
+    hashes = ok.take(pa.array([j for _, j in pairs], pa.int64()))
+    cols = [rows.column(c) for c in PLANNED_SCHEMA.names[:5]] + [hashes.column(c) for c in PLANNED_SCHEMA.names[5:]]
+    return pa.table([c.cast(pa.string()) for c in cols], schema=PLANNED_SCHEMA)  # an all-null column may be untyped
+
+
+def _first_rows(sample_ids: list[str]) -> list[int]:
+    """The index of each sample_id's first row (the same record listed twice: its first row is planned)."""
+    seen: set[str] = set()
+    first = []
+    for i, s in enumerate(sample_ids):
+        if s not in seen:
+            seen.add(s)
+            first.append(i)
+    return first
 
 
 def assignments_by_part(rows: PlanInput, plan: Plan, parts: list[str]) -> dict[str, dict]:

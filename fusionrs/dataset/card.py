@@ -207,13 +207,16 @@ def write_grid(output: str, storage: Storage, per_source: int = 2, thumb: int = 
     """Write assets/grid.png (one row per source, `per_source` RGB | IR pairs); returns the rows
     shown ({source, sample_id, split}), or [] (and no file) when there are no triplets."""
     files = triplet_files(output, storage)
-    chosen: dict[str, list[tuple[str, str]]] = defaultdict(list)  # source → [(sample_id, file)]
+    # source → its `per_source` smallest (sample_id, file) so far: every file is read (the smallest
+    # ids can sit in any file), but only the current picks are kept, not every row's id.
+    chosen: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for uri in files:
         t = storage.read_parquet(uri, columns=["source", "sample_id"])
+        here: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for src, sid in zip(t.column("source").to_pylist(), t.column("sample_id").to_pylist()):
-            chosen[src].append((sid, uri))
-    for src in chosen:
-        chosen[src] = sorted(chosen[src])[:per_source]
+            here[src].append((sid, uri))
+        for src, pairs in here.items():
+            chosen[src] = sorted(chosen[src] + pairs)[:per_source]
     want = {sid for picks in chosen.values() for sid, _ in picks}
     images: dict[str, dict] = {}
     for uri in sorted({u for picks in chosen.values() for _, u in picks}):

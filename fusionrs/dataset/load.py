@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 import ray
@@ -55,3 +57,14 @@ def read_table(output: str, columns: list[str], table: str = "triplets", storage
     if not paths:
         return None
     return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
+def iter_tables(output: str, columns: list[str], table: str = "triplets",
+                storage: Storage | None = None) -> Iterator[pa.Table]:
+    """Columns of each triplets (or rejects) file in turn, in name order. For summaries over the
+    whole output: one file is in memory at a time (a dataset over all files holds every file's
+    footer until the scan ends, ~90 KB a file)."""
+    storage = storage or Storage.from_env()
+    uri = Layout(output).triplets() if table == "triplets" else Layout(output).rejects()
+    for f in storage.list_files(uri, "*.parquet"):
+        yield storage.read_parquet(f, columns)
