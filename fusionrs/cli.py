@@ -22,6 +22,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 
 from fusionrs.config import BuildConfig, ClipTrainConfig, ConfigError, EvalConfig, VlmTrainConfig, load_config
@@ -233,6 +234,8 @@ def cmd_convert_llava(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fusionrs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's own log lines on the console too (else in OUTPUT/logs/ray.log); anywhere on the line")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     b = sub.add_parser("build", help="build a dataset from a config")
     b.add_argument("--config", required=True, help="a recipe name (demo, fusionrs-600k) or a YAML file")
@@ -329,7 +332,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     p = parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:  # accepted after the command too (`fusionrs demo --verbose`)
+        argv = ["--verbose", *(a for a in argv if a != "--verbose")]
     args, extra = p.parse_known_args(argv)
+    if args.verbose:
+        os.environ["FUSIONRS_VERBOSE"] = "1"  # core/ray_session.py reads it, here and in Ray's workers
     # `key=value` overrides may stand anywhere on the line (before or after --config).
     if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = [*args.overrides, *extra]

@@ -95,13 +95,26 @@ def sample_sources(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_build(ray_local, tmp_path_factory):
-    """The demo's own data (shared by the CLIP and VLM tests): `fusionrs sample` at the demo size,
-    built with the demo recipe."""
-    from fusionrs.build.pipeline import build
-    from fusionrs.dev.sample import write_sample
+def demo_run(tmp_path_factory):
+    """`fusionrs demo` as a user runs it, once per session: a subprocess with its own local Ray,
+    output not a terminal. Returns (its --out folder, the CompletedProcess). Its outputs are the
+    demo's data for the training and evaluation tests (demo_build) and the demo's own checks
+    (test_demo.py): the suite pays for the demo once."""
+    import subprocess
+    import sys
 
-    d = tmp_path_factory.mktemp("demo")
-    write_sample(d / "sample", per_source=40, seed=0)
-    build(sample_config(d / "sample", f"output={d / 'build'}"))
-    return d / "build"
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}  # its own local Ray, as on a fresh machine
+    env.pop("FUSIONRS_VERBOSE", None)
+    r = subprocess.run([sys.executable, "-m", "fusionrs.cli", "demo", "--out", str(out)], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=1800)
+    return out, r
+
+
+@pytest.fixture(scope="session")
+def demo_build(demo_run, ray_local):
+    """The demo's own data (shared by the CLIP and VLM tests, read only): `fusionrs sample` at the
+    demo size built with the demo recipe, by `fusionrs demo` (demo_run)."""
+    out, r = demo_run
+    assert r.returncode == 0, "fusionrs demo failed:\n" + (r.stdout + r.stderr)[-4000:]
+    return out / "build"

@@ -165,18 +165,18 @@ def test_deepspeed_zero2_two_workers_and_resume_after_failure(ray_local, demo_bu
 
 
 @pytest.mark.slow
-def test_demo_clip_beats_untrained_in_every_direction(ray_local, demo_build, tiny_clip, tmp_path):
-    """configs/clip-demo.yaml (DDP, two workers) with a worker failure in epoch 2: the restart
-    resumes from the epoch-1 checkpoint's weights; the trained model beats the untrained one. Its
-    metrics reach TensorBoard, MLflow (a file store) and W&B (offline), read back here."""
+def test_ddp_restart_resumes_the_checkpoint_and_metrics_reach_every_tracker(ray_local, demo_build, tiny_clip, tmp_path):
+    """configs/clip-demo.yaml (DDP, two workers), two epochs, with a worker failure in epoch 2:
+    the restart resumes from the epoch-1 checkpoint's weights. Its metrics reach TensorBoard,
+    MLflow (a file store) and W&B (offline), read back here. (That the demo's recipe trains a
+    model that beats the untrained one is checked on the demo's own run: test_demo.py.)"""
     from fusionrs.config import ClipTrainConfig, load_config
-    from fusionrs.eval.clip_eval import evaluate_clip
     from fusionrs.train.clip.step import train_clip
     from tests.faults import FailOnce, ProbeRestore, checkpoint_digest
 
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "configs" / "clip-demo.yaml", [
-        f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}",
+        f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}", "optim.epochs=2",
         *(f"model.{k}={v}" for k, v in tiny_clip.items()),
         f"tracking.mlflow_uri=file:{tmp_path / 'mlruns'}", "tracking.wandb_project=fusionrs-test",
         "tracking.wandb_mode=offline"], cls=ClipTrainConfig)
@@ -185,17 +185,12 @@ def test_demo_clip_beats_untrained_in_every_direction(ray_local, demo_build, tin
     splits = pads.dataset(str(demo_build / "triplets"), format="parquet").to_table(columns=["split"])["split"].to_pylist()
     per_epoch = splits.count("train") // (cfg.batch_size * cfg.run.num_workers)
     probe = tmp_path / "probe"
-    result, exports = train_clip(cfg, callbacks=[FailOnce(per_epoch + 2, tmp_path / "failed"), ProbeRestore(probe)])
+    result, _ = train_clip(cfg, callbacks=[FailOnce(per_epoch + 2, tmp_path / "failed"), ProbeRestore(probe)])
     restored = json.loads((probe / "rank0.json").read_text())
     assert (tmp_path / "failed").exists() and restored["opt_step"] == per_epoch  # from the epoch-1 checkpoint
     names = {n for n, _ in fresh_model(tiny_clip).named_parameters()}
     assert restored["digest"] == checkpoint_digest(result, per_epoch, names)  # DDP: train.pt's weights
     assert result.metrics["opt_step"] == per_epoch * cfg.optim.epochs
-    before = evaluate_clip(str(demo_build), "test", tiny_clip["name"], tiny_clip["pretrained"], tiny_clip["config_json"])
-    after = evaluate_clip(str(demo_build), "test", tiny_clip["name"], exports["best"], tiny_clip["config_json"])
-    for d in ("IR->Text", "Text->IR", "RGB->IR", "IR->RGB", "RGB->Text", "Text->RGB"):
-        assert np.mean(list(after["overall"][d].values())) > np.mean(list(before["overall"][d].values())), d
-    assert after["overall"]["mean_r"] > before["overall"]["mean_r"] + 10
 
     # The loss curve, as TensorBoard, MLflow and W&B hold it.
     from tests.faults import tensorboard_scalars

@@ -153,3 +153,15 @@ def test_every_cli_option_has_help():
 
     walk(parser(), "fusionrs")
     assert not missing, missing
+
+
+def test_verbose_anywhere_on_the_line_turns_the_console_loud(monkeypatch):
+    """`fusionrs --verbose COMMAND` and `fusionrs COMMAND --verbose` both set FUSIONRS_VERBOSE=1,
+    which core/ray_session.py reads (Ray's log lines on the console); without it nothing is set."""
+    from fusionrs.cli import main
+    from fusionrs.core.ray_session import verbose
+
+    for argv, loud in ((["config", "show", "build"], False), (["--verbose", "config", "show", "build"], True),
+                       (["config", "show", "build", "--verbose"], True)):
+        monkeypatch.setenv("FUSIONRS_VERBOSE", "0")  # restored after the test
+        assert main(argv) == 0 and verbose() is loud, argv

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import ray
+import torch
 from ray.data import ActorPoolStrategy
 
 from fusionrs.config.eval import EvalConfig
@@ -119,8 +120,6 @@ def embed_images(net_args: tuple, uris: list[str], storage: Storage, compute) ->
 
 
 def _text_encoder(net_args: tuple):
-    import torch
-
     net, _, tok = create_clip(*net_args)
     net.eval()
 

@@ -19,7 +19,7 @@ from fusionrs.core.storage import Storage
 
 
 def plan(src, storage: Storage, size: int) -> list[WorkUnit]:
-    doc = read_json_annotations(storage, full_uri(src.root, src.annotations), src.name)
+    doc = read_json_annotations(storage, full_uri(src.root, src.annotations), src.name, drop=("tokens",))
     images = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
         raise SourceError(f"source {src.name}: {src.annotations} has no 'images' list (Karpathy format)")
