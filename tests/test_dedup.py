@@ -80,3 +80,7 @@ def test_compact_columns_group_as_the_lists_do():
     assert compact.group_id == lists.group_id and compact.stats == lists.stats
     assert (compact.group_size == lists.group_size).all()
     assert lists.stats["exact_phash_unions"] == 10 and lists.stats["caption_unions"] > 0
+    # IR near duplicates join groups: rows 60-69's IR hashes (base reversed) are near rows 10-19's.
+    assert lists.stats["ir_near_unions"] > 0
+    gid = dict(zip(ids, lists.group_id))
+    assert all(gid[ids[n - 1 - i]] == gid[ids[n - 1 - (i - 50)]] for i in range(60, 70))

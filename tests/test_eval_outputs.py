@@ -91,14 +91,16 @@ def _retrieval_fixture(seed: int = 5):
 
 
 def test_per_source_retrieval_ranks_within_the_source_only():
-    from fusionrs.eval.retrieval import six_directions
+    from fusionrs.eval.retrieval import per_source, six_directions
 
     emb, ids, keys, sources = _retrieval_fixture()
     overall = six_directions(emb, ids, keys)
     want_overall = _brute_six(emb, ids, keys)
+    by_source = per_source(emb, ids, keys, sources)  # what the evaluation writes per source
+    assert list(by_source) == sorted({"RSICD", "UCM", "NWPU"})
     for src in ("RSICD", "UCM", "NWPU"):
         idx = [i for i, s in enumerate(sources) if s == src]
-        got = six_directions({k: v[idx] for k, v in emb.items()}, [ids[i] for i in idx], [keys[i] for i in idx])
+        got = by_source[src]
         want = _brute_six({k: v[idx] for k, v in emb.items()}, [ids[i] for i in idx], [keys[i] for i in idx])
         for d in want:
             assert got[d] == pytest.approx(want[d]), (src, d)
