@@ -176,25 +176,26 @@ def test_inputs_is_checked_in_the_configs():
 
 
 @pytest.mark.slow
-def test_dual_image_adapter_trains_on_ray_and_the_suite_shows_both_inputs(ray_local, demo_build, tiny, tmp_path):
-    """An IR-only and an RGB+IR adapter (one DDP worker, one epoch each) evaluated in one suite
-    run: each is shown what it was trained with, and the table has both rows."""
+def test_dual_image_adapter_trains_on_ray_and_the_suite_shows_both_inputs(ray_local, demo_run, demo_build, tmp_path):
+    """An RGB+IR adapter (one DDP worker, one epoch) and the demo's own IR-only adapter (recipe
+    vlm-demo) on the demo's tiny Qwen2.5-VL, evaluated in one suite run: each is shown what it
+    was trained with, and the table has both rows."""
     from fusionrs.config import EvalConfig, VlmTrainConfig, load_config
     from fusionrs.eval.suite import run_suite
     from fusionrs.train.vlm.model import TRAINED_WITH
     from fusionrs.train.vlm.step import train_vlm
 
-    adapters = {}
-    for inputs in ("ir", "rgb+ir"):
-        name = "dual" if inputs == "rgb+ir" else "ir"
-        cfg = load_config(REPO / "configs" / "vlm-demo.yaml",
-                          [f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}", f"model.path={tiny['qwen2_5_vl']}",
-                           f"run.name=vlm-{name}", "optim.epochs=1", f"inputs={inputs}", "run.num_workers=1",
-                           "run.cpus_per_worker=1", "parallel.strategy=ddp"], cls=VlmTrainConfig)
-        result, adapters[name] = train_vlm(cfg)
-        assert result.metrics["loss"] < result.metrics["first_loss"]
+    model = demo_run[0] / "tiny-qwen2_5_vl"
+    adapters = {"ir": str(demo_run[0] / "train" / "vlm-demo" / "export" / "adapter")}
+    cfg = load_config(REPO / "configs" / "vlm-demo.yaml",
+                      [f"data={demo_build}", f"run.storage_path={tmp_path / 'runs'}", f"model.path={model}",
+                       "run.name=vlm-dual", "optim.epochs=1", "inputs=rgb+ir", "run.num_workers=1",
+                       "run.cpus_per_worker=1", "parallel.strategy=ddp"], cls=VlmTrainConfig)
+    result, adapters["dual"] = train_vlm(cfg)
+    assert result.metrics["loss"] < result.metrics["first_loss"]
+    for name, inputs in (("ir", "ir"), ("dual", "rgb+ir")):
         assert json.loads((Path(adapters[name]) / TRAINED_WITH).read_text())["inputs"] == inputs
-    cfg = load_config(None, [f"data={demo_build}", f"out={tmp_path / 'eval'}", f"vlm.model={tiny['qwen2_5_vl']}",
+    cfg = load_config(None, [f"data={demo_build}", f"out={tmp_path / 'eval'}", f"vlm.model={model}",
                              "vlm.max_pixels=3136", "vlm.bootstrap=50", f"vlm.adapters.ir={adapters['ir']}",
                              f"vlm.adapters.dual={adapters['dual']}"], cls=EvalConfig)
     run_suite(cfg)
